@@ -1,0 +1,212 @@
+"""The job store: the only code that writes job state and events to Redis.
+
+A job is a Redis hash (status, model, timestamps, the upstream request) plus an event
+log (a list; the event with id N is element N-1) and a pub/sub channel for live delivery.
+Every state change goes through one Lua script call (see ``sluice.lua``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from sluice import lua
+from sluice.errors import SluiceError
+from sluice.events import CANCELLED, TERMINAL_EVENTS, Event, Transcript, fold
+from sluice.keys import Keys
+from sluice.settings import Settings
+
+QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
+TERMINAL_STATUSES = frozenset({SUCCEEDED, FAILED, CANCELLED})
+STATUS_OF_TERMINAL_EVENT = {"done": SUCCEEDED, "error": FAILED, CANCELLED: CANCELLED}
+
+
+class JobGone(SluiceError):
+    """The job does not exist (never created, or expired)."""
+
+
+class JobAlreadyEnded(SluiceError):
+    """The job reached a terminal state; it takes no more events (e.g. it was cancelled)."""
+
+
+class AttemptSuperseded(SluiceError):
+    """A newer attempt owns the job; this writer must stop."""
+
+
+_APPEND_ERRORS: dict[int, type[SluiceError]] = {
+    -1: JobGone,
+    -2: JobAlreadyEnded,
+    -3: AttemptSuperseded,
+}
+
+
+def new_job_id() -> str:
+    """An unguessable id: 128 random bits."""
+    return "job_" + secrets.token_urlsafe(16)
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    status: str
+    model: str
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    attempt: int
+    last_event_id: int
+    prompt_tokens: int
+    truncated_messages: int
+    request: dict[str, Any]
+    owner: str
+
+    @property
+    def ended(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @classmethod
+    def from_hash(cls, job_id: str, h: dict[str, str]) -> Job:
+        def opt_float(name: str) -> float | None:
+            return float(h[name]) if h.get(name) else None
+
+        return cls(
+            id=job_id,
+            status=h["status"],
+            model=h.get("model", ""),
+            created_at=float(h.get("created_at", 0)),
+            started_at=opt_float("started_at"),
+            finished_at=opt_float("finished_at"),
+            attempt=int(h.get("attempt", 0)),
+            last_event_id=int(h.get("last_event_id", 0)),
+            prompt_tokens=int(h.get("prompt_tokens", 0)),
+            truncated_messages=int(h.get("truncated_messages", 0)),
+            request=json.loads(h.get("request", "{}")),
+            owner=h.get("owner", ""),
+        )
+
+
+class JobStore:
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.redis = client
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        self._append = client.register_script(lua.APPEND)
+        self._claim = client.register_script(lua.CLAIM)
+
+    # -- creating and reading -------------------------------------------------------------
+
+    def create(
+        self,
+        *,
+        model: str,
+        request: dict[str, Any],
+        prompt_tokens: int,
+        truncated_messages: int,
+        owner: str = "",
+        idempotency_key: str | None = None,
+    ) -> tuple[Job, bool]:
+        """Store a new queued job; returns ``(job, created)``.
+
+        With an idempotency key, a second create with the same key returns the first job
+        (``created`` False) instead of starting another generation.
+        """
+        job_id = new_job_id()
+        if idempotency_key is not None:
+            idem = self.keys.idempotency(f"{owner}:{idempotency_key}")
+            if not self.redis.set(idem, job_id, nx=True, ex=self.settings.job_ttl):
+                existing_id = self.redis.get(idem)
+                existing = self.get(existing_id) if existing_id else None
+                if existing is not None:
+                    return existing, False
+                self.redis.set(idem, job_id, ex=self.settings.job_ttl)
+        now = time.time()
+        mapping = {
+            "status": QUEUED,
+            "model": model,
+            "created_at": repr(now),
+            "attempt": 0,
+            "last_event_id": 0,
+            "prompt_tokens": prompt_tokens,
+            "truncated_messages": truncated_messages,
+            "request": json.dumps(request, ensure_ascii=False),
+            "owner": owner,
+        }
+        key = self.keys.job(job_id)
+        with self.redis.pipeline() as pipe:
+            pipe.hset(key, mapping=mapping)
+            pipe.expire(key, self.settings.max_job_age)
+            pipe.execute()
+        return Job.from_hash(job_id, {k: str(v) for k, v in mapping.items()}), True
+
+    def get(self, job_id: str) -> Job | None:
+        h = self.redis.hgetall(self.keys.job(job_id))
+        return Job.from_hash(job_id, h) if h else None
+
+    def read_events(self, job_id: str, after: int = 0) -> list[tuple[int, str]]:
+        """The log entries with ids greater than ``after``, as ``(id, entry)``."""
+        entries = self.redis.lrange(self.keys.events(job_id), after, -1)
+        return [(after + i + 1, entry) for i, entry in enumerate(entries)]
+
+    def transcript(self, job_id: str) -> Transcript:
+        return fold(self.read_events(job_id))
+
+    # -- state changes --------------------------------------------------------------------
+
+    def claim(self, job_id: str) -> int:
+        """Mark a queued job running; returns the attempt number, or 0 if not claimable."""
+        return int(self._claim(keys=[self.keys.job(job_id)], args=[repr(time.time())]))
+
+    def append(
+        self,
+        job_id: str,
+        events: list[Event],
+        *,
+        attempt: int | None = None,
+        status: str | None = None,
+        fields: dict[str, str | int | float] | None = None,
+    ) -> int:
+        """Append events (one round trip); returns the id of the last one.
+
+        A terminal event as the last element ends the job: its status is set and its keys
+        get the finished-job TTL. Raises ``JobGone``, ``JobAlreadyEnded`` or
+        ``AttemptSuperseded`` when the write is refused.
+        """
+        if not events:
+            raise ValueError("append needs at least one event")
+        last = events[-1]
+        ttl = 0
+        if last.type in TERMINAL_EVENTS:
+            status = STATUS_OF_TERMINAL_EVENT[last.type]
+            ttl = self.settings.job_ttl
+        args: list[Any] = [
+            "" if attempt is None else str(attempt),
+            status or "",
+            repr(time.time()),
+            ttl,
+            self.settings.max_job_age,
+            len(events),
+            *(event.entry() for event in events),
+        ]
+        for name, value in (fields or {}).items():
+            args += [name, value]
+        keys = [self.keys.job(job_id), self.keys.events(job_id), self.keys.channel(job_id)]
+        result = int(self._append(keys=keys, args=args))
+        if result < 0:
+            raise _APPEND_ERRORS[result](f"job {job_id}: event refused ({result})")
+        return result
+
+    def cancel(self, job_id: str, usage: dict[str, Any] | None) -> Job:
+        """End a job with ``cancelled``; idempotent: an ended job is returned as it is."""
+        data: dict[str, Any] = {"usage": usage, "usage_estimated": True}
+        with contextlib.suppress(JobAlreadyEnded):
+            self.append(job_id, [Event(CANCELLED, data)])
+        job = self.get(job_id)
+        if job is None:
+            raise JobGone(f"job {job_id} does not exist")
+        return job

@@ -1,0 +1,33 @@
+"""The only place that knows Redis key and channel names (as python-rq's ``keys.py``).
+
+All keys of one job share the ``{<job id>}`` hash tag, so a Lua script that touches them
+runs in one Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+
+class Keys:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def job(self, job_id: str) -> str:
+        """Hash: the job's state (status, model, timestamps, request, usage…)."""
+        return f"{self.prefix}:job:{{{job_id}}}"
+
+    def events(self, job_id: str) -> str:
+        """List: the job's event log; the event with id N sits at index N-1."""
+        return f"{self.prefix}:job:{{{job_id}}}:events"
+
+    def channel(self, job_id: str) -> str:
+        """Pub/sub channel that carries the job's events live."""
+        return f"{self.prefix}:job:{{{job_id}}}:live"
+
+    def idempotency(self, key: str) -> str:
+        """String: the job id an Idempotency-Key was first used for."""
+        return f"{self.prefix}:idem:{key}"
+
+    @property
+    def cancellations(self) -> str:
+        """Pub/sub channel on which every cancelled job id is announced to the workers."""
+        return f"{self.prefix}:cancellations"

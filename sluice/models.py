@@ -1,0 +1,53 @@
+"""What Sluice knows about models: context window and tiktoken encoding.
+
+Dated snapshots (``gpt-4o-2024-08-06``) match their family by the longest known prefix.
+Models Sluice does not know are allowed (OpenAI-compatible servers serve any name): they
+get ``SLUICE_DEFAULT_CONTEXT_WINDOW`` and are counted with ``o200k_base``, an estimate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+O200K = "o200k_base"
+CL100K = "cl100k_base"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: str
+    context_window: int
+    encoding: str
+    known: bool = True
+
+
+# family prefix -> (context window, encoding); sources: OpenAI's model pages.
+KNOWN_MODELS: dict[str, tuple[int, str]] = {
+    "gpt-5": (400_000, O200K),
+    "gpt-4.1": (1_047_576, O200K),
+    "gpt-4o": (128_000, O200K),
+    "chatgpt-4o": (128_000, O200K),
+    "gpt-4.5": (128_000, O200K),
+    "o1-mini": (128_000, O200K),
+    "o1-preview": (128_000, O200K),
+    "o1": (200_000, O200K),
+    "o3": (200_000, O200K),
+    "o4-mini": (200_000, O200K),
+    "gpt-oss": (131_072, O200K),
+    "gpt-4-turbo": (128_000, CL100K),
+    "gpt-4-1106": (128_000, CL100K),
+    "gpt-4-0125": (128_000, CL100K),
+    "gpt-4-32k": (32_768, CL100K),
+    "gpt-4": (8_192, CL100K),
+    "gpt-3.5-turbo-instruct": (4_096, CL100K),
+    "gpt-3.5-turbo": (16_385, CL100K),
+}
+_PREFIXES = sorted(KNOWN_MODELS, key=len, reverse=True)
+
+
+def lookup(model: str, default_context_window: int) -> ModelInfo:
+    for prefix in _PREFIXES:
+        if model == prefix or model.startswith(prefix + "-") or model.startswith(prefix + "."):
+            window, encoding = KNOWN_MODELS[prefix]
+            return ModelInfo(model, window, encoding)
+    return ModelInfo(model, default_context_window, O200K, known=False)

@@ -1,0 +1,37 @@
+"""The Celery application both sides share: the gateway sends by task name, the worker runs.
+
+The gateway never imports the worker's code: it calls ``send_task(RUN_JOB_TASK, ...)``
+on an app built from the same settings.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+from celery import Celery
+
+from sluice.settings import Settings
+
+RUN_JOB_TASK = "sluice.run_job"
+
+
+def make_celery(settings: Settings, main: str = "sluice") -> Celery:
+    app = Celery(main, broker=settings.redis_url)
+    app.conf.update(
+        task_default_queue=settings.queue,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        # A job's state lives in Sluice's own job store; the message carries only its id.
+        # Ack late and re-queue when a worker dies, so a lost worker does not lose the job;
+        # the job store's claim makes a duplicate delivery harmless.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": 2 * 3600},
+    )
+    if settings.redis_url.startswith("rediss://") and "ssl_cert_reqs" not in settings.redis_url:
+        app.conf.broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return app

@@ -1,0 +1,92 @@
+"""Settings read from the environment (12-factor), one frozen object for both processes.
+
+Every setting has a safe default so a fresh clone runs with no configuration; the README's
+configuration table documents each one. Tests build their own ``Settings`` instead of
+patching globals.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+def _int(name: str, default: int) -> int:
+    return int(_env(name, str(default)))
+
+
+def _float(name: str, default: float) -> float:
+    return float(_env(name, str(default)))
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    openai_api_key: str | None = field(default=None, repr=False)
+    openai_base_url: str = "https://api.openai.com/v1"
+    port: int = 8000
+    # Redis key prefix, so several deployments (or the test suite) can share one server.
+    key_prefix: str = "sluice"
+    # Name of the Celery queue jobs go to.
+    queue: str = "sluice"
+    # Seconds a finished job and its event log stay readable (replay, polling).
+    job_ttl: int = 3600
+    # Seconds an unfinished job's keys live at most (a safety net against leaks).
+    max_job_age: int = 6 * 3600
+    # Upstream timeouts: connect, and the longest silence tolerated between bytes.
+    upstream_connect_timeout: float = 10.0
+    upstream_read_timeout: float = 120.0
+    # Context window assumed for models Sluice does not know.
+    default_context_window: int = 8192
+    # Tokens kept free for the reply when the request sets no max_tokens.
+    reply_reserve_tokens: int = 256
+    # SSE: seconds between keep-alive comments on an idle stream.
+    heartbeat_interval: float = 15.0
+    # SSE: the reconnection delay suggested to EventSource clients, in milliseconds.
+    sse_retry_ms: int = 2000
+    # Seconds GET /v1/models caches the upstream's list.
+    models_cache_ttl: float = 60.0
+    # Largest accepted request body, in bytes.
+    max_body_bytes: int = 1_000_000
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "redis_url": _env("REDIS_URL", cls.redis_url),
+            "openai_api_key": os.environ.get("OPENAI_API_KEY") or None,
+            "openai_base_url": _env("OPENAI_BASE_URL", cls.openai_base_url).rstrip("/"),
+            "port": _int("PORT", cls.port),
+            "key_prefix": _env("SLUICE_KEY_PREFIX", cls.key_prefix),
+            "queue": _env("SLUICE_QUEUE", cls.queue),
+            "job_ttl": _int("SLUICE_JOB_TTL", cls.job_ttl),
+            "max_job_age": _int("SLUICE_MAX_JOB_AGE", cls.max_job_age),
+            "upstream_connect_timeout": _float(
+                "SLUICE_UPSTREAM_CONNECT_TIMEOUT", cls.upstream_connect_timeout
+            ),
+            "upstream_read_timeout": _float(
+                "SLUICE_UPSTREAM_READ_TIMEOUT", cls.upstream_read_timeout
+            ),
+            "default_context_window": _int(
+                "SLUICE_DEFAULT_CONTEXT_WINDOW", cls.default_context_window
+            ),
+            "reply_reserve_tokens": _int("SLUICE_REPLY_RESERVE_TOKENS", cls.reply_reserve_tokens),
+            "heartbeat_interval": _float("SLUICE_HEARTBEAT_INTERVAL", cls.heartbeat_interval),
+            "sse_retry_ms": _int("SLUICE_SSE_RETRY_MS", cls.sse_retry_ms),
+            "models_cache_ttl": _float("SLUICE_MODELS_CACHE_TTL", cls.models_cache_ttl),
+            "max_body_bytes": _int("SLUICE_MAX_BODY_BYTES", cls.max_body_bytes),
+        }
+        known = {f.name for f in fields(cls)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise TypeError(f"unknown settings: {sorted(unknown)}")
+        values.update(overrides)
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
