@@ -1,0 +1,132 @@
+"""The jobs API: start, stream, poll and cancel a completion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request, url_for
+
+from gateway.body import json_object
+from gateway.relay import SSE_HEADERS, Relay
+from gateway.schemas import ChatParameters
+from gateway.services import services
+from gateway.submit import submit_job
+from sluice.errors import InvalidRequest, NotFound
+from sluice.jobs import Job
+from sluice.models import lookup
+from sluice.tokens import count_text
+
+bp = Blueprint("jobs", __name__)
+
+
+def _job_or_404(job_id: str) -> Job:
+    job = services().store.get(job_id) if len(job_id) <= 64 else None
+    if job is None:
+        raise NotFound(f"no job {job_id!r} (it may have expired)")
+    return job
+
+
+def _links(job: Job) -> dict[str, str]:
+    return {
+        "url": url_for("jobs.get_job", job_id=job.id),
+        "events_url": url_for("jobs.job_events", job_id=job.id),
+    }
+
+
+@bp.post("/v1/jobs")
+def create_job():  # type: ignore[no-untyped-def]
+    params = ChatParameters.model_validate(json_object())
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= 255:
+        raise InvalidRequest("Idempotency-Key must be 1 to 255 characters", param="Idempotency-Key")
+    job, _created = submit_job(services(), params, idempotency_key=key)
+    body = {
+        "id": job.id,
+        "object": "sluice.job",
+        "status": job.status,
+        "model": job.model,
+        "created_at": job.created_at,
+        "prompt_tokens": job.prompt_tokens,
+        "truncated_messages": job.truncated_messages,
+        **_links(job),
+    }
+    response = jsonify(body)
+    response.status_code = 202
+    response.headers["Location"] = body["url"]
+    return response
+
+
+def snapshot(job: Job) -> dict[str, Any]:
+    """The poll view: the job's state and the text its events carried so far."""
+    transcript = services().store.transcript(job.id)
+    return {
+        "id": job.id,
+        "object": "sluice.job",
+        "status": job.status,
+        "model": job.model,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "attempt": job.attempt,
+        "prompt_tokens": job.prompt_tokens,
+        "truncated_messages": job.truncated_messages,
+        "choices": transcript.choice_list(),
+        "usage": transcript.usage,
+        "usage_estimated": transcript.usage_estimated,
+        "error": transcript.error,
+        "last_event_id": transcript.last_event_id,
+        **_links(job),
+    }
+
+
+@bp.get("/v1/jobs/<job_id>")
+def get_job(job_id: str):  # type: ignore[no-untyped-def]
+    return jsonify(snapshot(_job_or_404(job_id)))
+
+
+def _last_event_id() -> int:
+    raw = request.headers.get("Last-Event-ID")
+    param = "Last-Event-ID"
+    if raw is None or raw.strip() == "":
+        raw, param = request.args.get("after", "0"), "after"
+    raw = raw.strip()
+    if not raw.isdigit() or len(raw) > 18:
+        raise InvalidRequest(f"{param} must be a non-negative integer event id", param=param)
+    return int(raw)
+
+
+@bp.get("/v1/jobs/<job_id>/events")
+def job_events(job_id: str):  # type: ignore[no-untyped-def]
+    job = _job_or_404(job_id)
+    after = _last_event_id()
+    if after > job.last_event_id and job.ended:
+        raise InvalidRequest(
+            f"event {after} does not exist; the job ended at event {job.last_event_id}",
+            param="Last-Event-ID",
+        )
+    if job.ended and after >= job.last_event_id:
+        return Response(status=204)  # stops EventSource from reconnecting
+    settings = services().settings
+    relay = Relay(
+        services().store, job.id, after, settings.heartbeat_interval, settings.sse_retry_ms
+    )
+    return Response(
+        relay.stream(), mimetype="text/event-stream", headers=SSE_HEADERS, direct_passthrough=True
+    )
+
+
+@bp.post("/v1/jobs/<job_id>/cancel")
+def cancel_job(job_id: str):  # type: ignore[no-untyped-def]
+    store = services().store
+    job = _job_or_404(job_id)
+    if not job.ended:
+        transcript = store.transcript(job.id)
+        encoding = lookup(job.model, services().settings.default_context_window).encoding
+        completion = sum(count_text(text, encoding) for text in transcript.texts())
+        usage = {
+            "prompt_tokens": job.prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": job.prompt_tokens + completion,
+        }
+        job = store.cancel(job.id, usage)
+    return jsonify(snapshot(job))

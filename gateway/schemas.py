@@ -1,0 +1,76 @@
+"""Request bodies, validated with pydantic (strict types, ranges, no unknown fields)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+NonEmptyStr = Annotated[str, StringConstraints(min_length=1)]
+MAX_MESSAGE_CHARS = 1_000_000
+Bias = Annotated[float, Field(ge=-100, le=100)]
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    type: Literal["text"]
+    text: Annotated[str, StringConstraints(max_length=MAX_MESSAGE_CHARS)]
+
+
+class Message(BaseModel):
+    # Assistant turns may carry tool_calls and tool messages a tool_call_id: kept as given.
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: (
+        Annotated[str, StringConstraints(max_length=MAX_MESSAGE_CHARS)]
+        | Annotated[list[TextPart], Field(min_length=1)]
+        | None
+    ) = None
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _content_present(cls, value: Any, info: Any) -> Any:
+        role = info.data.get("role")
+        if role != "assistant" and (value is None or value == ""):
+            raise ValueError("must be a non-empty string or a list of text parts")
+        return value
+
+
+class ChatParameters(BaseModel):
+    """OpenAI chat-completion parameters that Sluice accepts and forwards."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    model: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    messages: Annotated[list[Message], Field(min_length=1, max_length=4096)]
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    n: Annotated[int, Field(ge=1, le=16)] | None = None
+    stop: (
+        Annotated[str, StringConstraints(min_length=1)]
+        | Annotated[list[NonEmptyStr], Field(min_length=1, max_length=4)]
+        | None
+    ) = None
+    max_tokens: Annotated[int, Field(ge=0)] | None = None
+    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    logit_bias: (
+        Annotated[dict[str, Annotated[float, Field(ge=-100, le=100)]], Field(max_length=1024)]
+        | None
+    ) = None
+    user: Annotated[str, StringConstraints(max_length=256)] | None = None
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_ids(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for key in value or {}:
+            if not key.isdigit():
+                raise ValueError(f"keys must be token ids (digits), got {key!r}")
+        return value
+
+    def upstream_parameters(self) -> dict[str, Any]:
+        """The optional parameters to forward, without the ones left unset."""
+        return self.model_dump(exclude={"model", "messages"}, exclude_none=True)

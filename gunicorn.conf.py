@@ -1,0 +1,20 @@
+"""Gunicorn settings for the gateway (the Procfile's ``web`` process).
+
+gevent workers: each SSE stream is a cheap greenlet waiting on Redis, so one process holds
+thousands of open streams; a sync worker would hold a whole thread per stream.
+"""
+
+import os
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+worker_class = "gevent"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_connections = int(os.environ.get("SLUICE_WORKER_CONNECTIONS", "2000"))
+# gevent workers notify the arbiter independently of requests, so long streams are fine.
+timeout = 30
+graceful_timeout = int(os.environ.get("SLUICE_GRACEFUL_TIMEOUT", "20"))
+keepalive = 5
+accesslog = "-" if os.environ.get("SLUICE_ACCESS_LOG", "1") == "1" else None
+errorlog = "-"
+loglevel = os.environ.get("SLUICE_LOG_LEVEL", "info").lower()
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")

@@ -1,0 +1,144 @@
+"""Fixtures that start the real stack once per session.
+
+Redis is the real server (started if none answers). The worker is a real Celery process
+(gevent pool) and the gateway runs under gunicorn exactly as the Procfile runs it; the
+upstream is ``sluice.fake_upstream`` over real HTTP on 127.0.0.1. Each session uses its
+own key prefix and queue, so it never touches a developer's running instance.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sluice.devredis import ensure_redis
+from sluice.fake_upstream import FakeUpstream
+from sluice.settings import Settings
+from tests.support import ProcessLogs, free_port, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+UPSTREAM_KEY = "sk-test-" + "k3y" * 8
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    url, process = ensure_redis(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    yield url
+    if process is not None:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream(api_key=UPSTREAM_KEY) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def settings(
+    redis_url: str, upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
+    run = secrets.token_hex(4)
+    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(tmp_path_factory.mktemp("tiktoken")))
+    return Settings.from_env(
+        redis_url=redis_url,
+        openai_api_key=UPSTREAM_KEY,
+        openai_base_url=upstream.base_url,
+        key_prefix=f"sluice-test-{run}",
+        queue=f"sluice-test-{run}",
+        heartbeat_interval=1.0,
+        upstream_read_timeout=2.0,
+        upstream_connect_timeout=2.0,
+        job_ttl=600,
+        models_cache_ttl=0.5,
+    )
+
+
+def stack_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "SLUICE_"))}
+    env.update(
+        REDIS_URL=settings.redis_url,
+        OPENAI_API_KEY=settings.openai_api_key or "",
+        OPENAI_BASE_URL=settings.openai_base_url,
+        SLUICE_KEY_PREFIX=settings.key_prefix,
+        SLUICE_QUEUE=settings.queue,
+        SLUICE_HEARTBEAT_INTERVAL=str(settings.heartbeat_interval),
+        SLUICE_UPSTREAM_READ_TIMEOUT=str(settings.upstream_read_timeout),
+        SLUICE_UPSTREAM_CONNECT_TIMEOUT=str(settings.upstream_connect_timeout),
+        SLUICE_JOB_TTL=str(settings.job_ttl),
+        SLUICE_MODELS_CACHE_TTL=str(settings.models_cache_ttl),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def start_worker(
+    settings: Settings, logs: ProcessLogs, name: str = "worker"
+) -> subprocess.Popen[bytes]:
+    cmd = [
+        sys.executable, "-m", "celery", "--app", "worker.celery_app", "worker",
+        "--pool", "gevent", "--concurrency", "50", "--queues", settings.queue,
+        "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
+        "--hostname", f"{name}-{secrets.token_hex(3)}@%h",
+    ]  # fmt: skip
+    process, log_path = logs.start(name, cmd, stack_env(settings), cwd=ROOT)
+    wait_until(lambda: "ready." in log_path.read_text(errors="replace"), 30, process, log_path)
+    return process
+
+
+def start_gateway(
+    settings: Settings, logs: ProcessLogs, name: str = "gateway"
+) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "gunicorn", "--no-control-socket", "--config", "gunicorn.conf.py",
+        "gateway.wsgi:app",
+    ]  # fmt: skip
+    env = stack_env(settings, PORT=str(port), WEB_CONCURRENCY="2", SLUICE_ACCESS_LOG="0")
+    process, log_path = logs.start(name, cmd, env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(healthy, 30, process, log_path)
+    return process, url
+
+
+@pytest.fixture(scope="session")
+def process_logs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessLogs]:
+    logs = ProcessLogs(tmp_path_factory.mktemp("logs"))
+    yield logs
+    logs.stop_all()
+
+
+@pytest.fixture(scope="session")
+def worker(settings: Settings, process_logs: ProcessLogs) -> subprocess.Popen[bytes]:
+    return start_worker(settings, process_logs)
+
+
+@pytest.fixture(scope="session")
+def gateway_url(
+    settings: Settings, process_logs: ProcessLogs, worker: subprocess.Popen[bytes]
+) -> str:
+    _process, url = start_gateway(settings, process_logs)
+    return url
+
+
+@pytest.fixture
+def client(gateway_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=gateway_url, timeout=30) as c:
+        yield c

@@ -1,0 +1,392 @@
+"""End to end: gateway (gunicorn) → Celery worker → Redis → SSE, against the fake upstream."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import httpx
+import pytest
+
+from sluice.fake_upstream import FakeUpstream, expected_reasoning, expected_reply
+from sluice.tokens import count_text
+from tests.support import Received, create_job, read_stream, text_of
+
+pytestmark = pytest.mark.integration
+
+
+def unique_prompt() -> str:
+    return f"Tell me something ({secrets.token_hex(6)})"
+
+
+def upstream_body(upstream: FakeUpstream, prompt: str) -> dict:
+    """The request the upstream received for the job whose last message is ``prompt``."""
+    for recorded in reversed(upstream.requests):
+        body = recorded.body or {}
+        messages = body.get("messages") or []
+        if messages and messages[-1].get("content") == prompt:
+            return body
+    raise AssertionError(f"the upstream never saw {prompt!r}")
+
+
+def run_job(client: httpx.Client, model: str = "openai", **body) -> tuple[dict, list[Received]]:
+    prompt = body.pop("prompt", None) or unique_prompt()
+    job = create_job(client, model=model, messages=[{"role": "user", "content": prompt}], **body)
+    job["prompt"] = prompt
+    return job, read_stream(client, job["events_url"])
+
+
+def assert_well_formed(events: list[Received], terminal: str) -> None:
+    assert [e.id for e in events] == list(range(1, len(events) + 1))
+    assert events[0].event == "started"
+    assert events[-1].event == terminal
+    assert all(e.event in ("delta", "reset") for e in events[1:-1])
+
+
+def test_job_streams_started_deltas_and_done_with_contiguous_ids(
+    client: httpx.Client, upstream: FakeUpstream
+) -> None:
+    job, events = run_job(client)
+    assert job["status"] == "queued"
+    assert job["url"] == f"/v1/jobs/{job['id']}"
+    assert_well_formed(events, "done")
+    assert events[0].data == {"model": "openai", "attempt": 1}
+    body = upstream_body(upstream, job["prompt"])
+    assert text_of(events) == expected_reply(body)
+    assert len([e for e in events if e.event == "delta"]) > 5
+    assert events[-1].data["finish_reasons"] == ["stop"]
+
+
+def test_accepted_answer_has_the_contract_fields(client: httpx.Client) -> None:
+    prompt = unique_prompt()
+    response = client.post(
+        "/v1/jobs", json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}]}
+    )
+    assert response.status_code == 202
+    body = response.json()
+    assert response.headers["location"] == body["url"] == f"/v1/jobs/{body['id']}"
+    assert body["events_url"].startswith(f"/v1/jobs/{body['id']}/events")
+    assert body["model"] == "gpt-4o-mini"
+    assert body["truncated_messages"] == 0
+    expected_prompt = 3 + 3 + count_text("user", "o200k_base") + count_text(prompt, "o200k_base")
+    assert body["prompt_tokens"] == expected_prompt
+    read_stream(client, body["events_url"])
+
+
+def test_all_parameters_are_forwarded_to_the_upstream(
+    client: httpx.Client, upstream: FakeUpstream
+) -> None:
+    params = {
+        "temperature": 0.5, "top_p": 0.9, "n": 1, "stop": ["\n\n"], "max_tokens": 50,
+        "presence_penalty": 0.1, "frequency_penalty": -0.1, "logit_bias": {"50256": -100},
+        "user": "user-42",
+    }  # fmt: skip
+    job, events = run_job(client, **params)
+    body = upstream_body(upstream, job["prompt"])
+    assert {k: body[k] for k in params} == params
+    assert body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
+    assert events[-1].event == "done"
+
+
+def test_done_carries_the_upstreams_own_usage(client: httpx.Client, upstream: FakeUpstream) -> None:
+    _job, events = run_job(client)
+    done = events[-1].data
+    assert done["usage_estimated"] is False
+    pieces = len([e for e in events if e.event == "delta"])
+    assert done["usage"]["completion_tokens"] == pieces
+    assert done["usage"]["total_tokens"] == (
+        done["usage"]["prompt_tokens"] + done["usage"]["completion_tokens"]
+    )
+
+
+def test_usage_is_counted_with_tiktoken_when_the_upstream_sends_none(
+    client: httpx.Client,
+) -> None:
+    job, events = run_job(client, model="no-usage")
+    done = events[-1].data
+    assert done["usage_estimated"] is True
+    assert done["usage"]["prompt_tokens"] == job["prompt_tokens"]
+    assert done["usage"]["completion_tokens"] == count_text(text_of(events), "o200k_base")
+
+
+def test_upstream_that_rejects_stream_options_is_asked_again_without(
+    client: httpx.Client, upstream: FakeUpstream
+) -> None:
+    job, events = run_job(client, model="rejects-stream-options")
+    assert_well_formed(events, "done")
+    assert text_of(events) == expected_reply(upstream_body(upstream, job["prompt"]))
+    assert events[-1].data["usage_estimated"] is True
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    ["azure", "llamacpp", "ollama-old", "crlf", "cr", "fragmented;gap=0", "comments", "no-done"],
+)
+def test_provider_stream_shapes_reassemble_to_the_exact_text(
+    client: httpx.Client, upstream: FakeUpstream, scenario: str
+) -> None:
+    job, events = run_job(client, model=scenario)
+    assert_well_formed(events, "done")
+    assert text_of(events) == expected_reply(upstream_body(upstream, job["prompt"]))
+
+
+def test_reasoning_deltas_are_relayed_apart_from_the_content(
+    client: httpx.Client, upstream: FakeUpstream
+) -> None:
+    job, events = run_job(client, model="reasoning")
+    body = upstream_body(upstream, job["prompt"])
+    reasoning = "".join(e.data.get("reasoning", "") for e in events if e.event == "delta")
+    assert reasoning == expected_reasoning(body)
+    assert text_of(events) == expected_reply(body)
+    poll = client.get(job["url"]).json()
+    assert poll["choices"][0]["reasoning"] == reasoning
+
+
+def test_several_choices_stream_side_by_side(client: httpx.Client, upstream: FakeUpstream) -> None:
+    job, events = run_job(client, n=2)
+    body = upstream_body(upstream, job["prompt"])
+    assert text_of(events, 0) == expected_reply(body, 0)
+    assert text_of(events, 1) == expected_reply(body, 1)
+    assert events[-1].data["finish_reasons"] == ["stop", "stop"]
+
+
+def test_max_tokens_cut_reports_length(client: httpx.Client) -> None:
+    _job, events = run_job(client, max_tokens=4)
+    assert events[-1].data["finish_reasons"] == ["length"]
+    assert len([e for e in events if e.event == "delta"]) == 4
+
+
+def test_resume_with_last_event_id_gets_exactly_the_later_events(client: httpx.Client) -> None:
+    job, full = run_job(client)
+    for k in (0, 1, 3, len(full) - 1):
+        rest = read_stream(client, job["events_url"], headers={"Last-Event-ID": str(k)})
+        assert rest == full[k:]
+        assert read_stream(client, f"{job['events_url']}?after={k}") == full[k:]
+
+
+def test_header_wins_over_the_after_parameter(client: httpx.Client) -> None:
+    job, full = run_job(client)
+    rest = read_stream(client, f"{job['events_url']}?after=0", headers={"Last-Event-ID": "2"})
+    assert rest == full[2:]
+
+
+def test_dropped_connection_resumes_mid_stream_without_loss_or_repeat(
+    client: httpx.Client, upstream: FakeUpstream
+) -> None:
+    prompt = unique_prompt()
+    job = create_job(
+        client, model="slow;delay=0.02;words=60", messages=[{"role": "user", "content": prompt}]
+    )
+    received: list[Received] = []
+    while not received or received[-1].event not in ("done", "error", "cancelled"):
+        headers = {"Last-Event-ID": str(received[-1].id)} if received else {}
+        received += read_stream(client, job["events_url"], headers=headers, limit=7)
+    assert [e.id for e in received] == list(range(1, len(received) + 1))
+    assert text_of(received) == expected_reply(upstream_body(upstream, prompt))
+
+
+def test_late_client_gets_the_whole_replay_then_204(client: httpx.Client) -> None:
+    job, live = run_job(client)
+    assert client.get(job["url"]).json()["status"] == "succeeded"
+    assert read_stream(client, job["events_url"]) == live
+    last = str(live[-1].id)
+    assert client.get(job["events_url"], headers={"Last-Event-ID": last}).status_code == 204
+
+
+def test_poll_returns_the_same_text_and_usage_as_the_stream(client: httpx.Client) -> None:
+    job, events = run_job(client, n=2)
+    poll = client.get(job["url"]).json()
+    assert poll["status"] == "succeeded"
+    assert [c["content"] for c in poll["choices"]] == [text_of(events, 0), text_of(events, 1)]
+    assert [c["finish_reason"] for c in poll["choices"]] == ["stop", "stop"]
+    assert poll["usage"] == events[-1].data["usage"]
+    assert poll["last_event_id"] == events[-1].id
+    assert poll["error"] is None
+    assert poll["created_at"] <= poll["started_at"] <= poll["finished_at"]
+
+
+def test_poll_while_running_shows_a_prefix_of_the_answer(
+    client: httpx.Client, upstream: FakeUpstream
+) -> None:
+    prompt = unique_prompt()
+    job = create_job(
+        client, model="slow;delay=0.05;words=40", messages=[{"role": "user", "content": prompt}]
+    )
+    deadline = time.monotonic() + 10
+    poll = client.get(job["url"]).json()
+    while time.monotonic() < deadline and not (poll["choices"] and poll["choices"][0]["content"]):
+        time.sleep(0.05)
+        poll = client.get(job["url"]).json()
+    assert poll["status"] == "running"
+    partial = poll["choices"][0]["content"]
+    events = read_stream(client, job["events_url"])
+    assert text_of(events).startswith(partial) and len(text_of(events)) > len(partial)
+
+
+def test_idle_stream_gets_an_immediate_first_byte_and_keepalive_comments(
+    client: httpx.Client,
+) -> None:
+    job = create_job(client, model="slow;delay=1.5", max_tokens=3)
+    started = time.monotonic()
+    with client.stream("GET", job["events_url"]) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert "no-cache" in response.headers["cache-control"]
+        assert response.headers["x-accel-buffering"] == "no"
+        chunks = response.iter_text()
+        first = next(chunks)
+        assert first.startswith(":") and time.monotonic() - started < 1.0
+        raw = first + "".join(chunks)
+    assert "retry: " in raw
+    assert raw.count(": keep-alive") >= 2  # heartbeat is 1 s in the tests; deltas 1.5 s apart
+    assert raw.rstrip().endswith("}") and "event: done" in raw
+
+
+def test_cancel_ends_the_stream_and_closes_a_silent_upstream(
+    client: httpx.Client, upstream: FakeUpstream
+) -> None:
+    closed_before = upstream.streams_closed_by_client
+    job = create_job(client, model="stall;fail_after=2;stall=60")
+    events = read_stream(client, job["events_url"], limit=3)  # started + 2 deltas, then silence
+    assert [e.event for e in events] == ["started", "delta", "delta"]
+    started = time.monotonic()
+    response = client.post(f"{job['url']}/cancel")
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled"
+    rest = read_stream(client, job["events_url"], headers={"Last-Event-ID": "3"})
+    assert [e.event for e in rest] == ["cancelled"]
+    assert rest[0].data["usage"]["completion_tokens"] > 0
+    assert upstream.wait_for_no_open_streams(5)
+    assert upstream.streams_closed_by_client > closed_before
+    assert time.monotonic() - started < 3
+    again = client.post(f"{job['url']}/cancel")
+    assert again.status_code == 200 and again.json()["status"] == "cancelled"
+    assert again.json()["last_event_id"] == 4
+
+
+def test_cancelling_a_finished_job_returns_its_final_state(client: httpx.Client) -> None:
+    job, events = run_job(client)
+    response = client.post(f"{job['url']}/cancel")
+    assert response.status_code == 200
+    assert response.json()["status"] == "succeeded"
+    assert response.json()["last_event_id"] == events[-1].id
+
+
+def test_a_job_cancelled_while_queued_never_starts(client: httpx.Client) -> None:
+    # the worker may pick it up first; either way the stream ends with exactly one terminal
+    job = create_job(client, model="slow;delay=0.05")
+    client.post(f"{job['url']}/cancel")
+    events = read_stream(client, job["events_url"])
+    assert events[-1].event == "cancelled"
+    assert [e.id for e in events] == list(range(1, len(events) + 1))
+    time.sleep(0.5)
+    assert client.get(job["url"]).json()["last_event_id"] == events[-1].id
+
+
+@pytest.mark.parametrize(
+    ("scenario", "error_type", "status", "words"),
+    [
+        ("http-401", "upstream_auth_error", 401, "Incorrect API key"),
+        ("http-403", "upstream_auth_error", 403, ""),
+        ("http-404", "upstream_error", 404, "does not exist"),
+        ("http-400", "upstream_error", 400, ""),
+        ("http-429", "upstream_rate_limited", 429, ""),
+        ("http-500", "upstream_error", 500, ""),
+        ("http-503", "upstream_error", 503, ""),
+    ],
+)
+def test_upstream_http_errors_end_in_an_error_event_with_status_and_message(
+    client: httpx.Client, scenario: str, error_type: str, status: int, words: str
+) -> None:
+    _job, events = run_job(client, model=scenario)
+    assert_well_formed(events, "error")
+    error = events[-1].data["error"]
+    assert (error["type"], error["status"]) == (error_type, status)
+    assert words in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "error_type"),
+    [
+        ("error-in-stream", "upstream_error"),
+        ("error-event", "upstream_error"),
+        ("truncated", "upstream_connection_error"),
+        ("stall;stall=30", "upstream_timeout"),
+        ("silent;stall=30", "upstream_timeout"),
+    ],
+)
+def test_upstream_faults_mid_stream_end_in_an_error_event(
+    client: httpx.Client, scenario: str, error_type: str
+) -> None:
+    _job, events = run_job(client, model=scenario)
+    assert_well_formed(events, "error")
+    assert events[-1].data["error"]["type"] == error_type
+    assert events[-1].data["error"]["message"]
+
+
+def test_error_inside_the_stream_keeps_the_upstream_message(client: httpx.Client) -> None:
+    job, events = run_job(client, model="error-in-stream")
+    error = events[-1].data["error"]
+    assert error["message"] == "The server had an error while processing your request."
+    assert error["code"] == "internal_error"
+    poll = client.get(job["url"]).json()
+    assert poll["status"] == "failed" and poll["error"] == error
+
+
+def test_long_history_is_trimmed_to_the_context_window(
+    client: httpx.Client, upstream: FakeUpstream
+) -> None:
+    prompt = unique_prompt()
+    filler = "lorem ipsum " * 1500  # ~3000 tokens per message
+    history = [{"role": "system", "content": "Be brief."}]
+    for i in range(4):
+        history += [
+            {"role": "user", "content": f"{i} {filler}"},
+            {"role": "assistant", "content": f"{i} ok"},
+        ]
+    history.append({"role": "user", "content": prompt})
+    job = create_job(client, model="gpt-4", messages=history, max_tokens=500)
+    assert job["truncated_messages"] > 0
+    assert job["prompt_tokens"] + 500 <= 8192
+    read_stream(client, job["events_url"])
+    body = upstream_body(upstream, prompt)
+    assert len(body["messages"]) == len(history) - job["truncated_messages"]
+    assert body["messages"][0] == {"role": "system", "content": "Be brief."}
+
+
+def test_idempotency_key_returns_the_same_job(client: httpx.Client) -> None:
+    body = {"model": "openai", "messages": [{"role": "user", "content": unique_prompt()}]}
+    headers = {"Idempotency-Key": secrets.token_hex(8)}
+    first = client.post("/v1/jobs", json=body, headers=headers)
+    second = client.post("/v1/jobs", json=body, headers=headers)
+    assert first.status_code == second.status_code == 202
+    assert first.json()["id"] == second.json()["id"]
+    read_stream(client, first.json()["events_url"])
+
+
+def test_finished_job_keys_expire(client: httpx.Client, settings) -> None:
+    from sluice.keys import Keys
+    from sluice.redis_conn import make_redis
+
+    job, _events = run_job(client)
+    keys, r = Keys(settings.key_prefix), make_redis(settings)
+    for key in (keys.job(job["id"]), keys.events(job["id"])):
+        assert 0 < r.ttl(key) <= settings.job_ttl
+
+
+def test_unknown_job_is_404_on_every_route(client: httpx.Client) -> None:
+    for method, path in [
+        ("GET", "/v1/jobs/job_nope"),
+        ("GET", "/v1/jobs/job_nope/events"),
+        ("POST", "/v1/jobs/job_nope/cancel"),
+    ]:
+        response = client.request(method, path)
+        assert response.status_code == 404
+        assert response.json()["error"]["type"] == "not_found"
+
+
+def test_models_lists_the_upstream_models_with_context_windows(client: httpx.Client) -> None:
+    body = client.get("/v1/models").json()
+    assert body["object"] == "list"
+    by_id = {m["id"]: m for m in body["data"]}
+    assert by_id["gpt-4o-mini"]["context_window"] == 128_000

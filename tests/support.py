@@ -1,0 +1,116 @@
+"""Helpers for the tests: processes with log files, waiting, and reading SSE streams."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from httpx_sse import connect_sse
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    timeout: float,
+    process: subprocess.Popen[bytes] | None = None,
+    log_path: Path | None = None,
+    interval: float = 0.05,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if process is not None and process.poll() is not None:
+            break
+        time.sleep(interval)
+    logs = log_path.read_text(errors="replace")[-4000:] if log_path else ""
+    raise AssertionError(f"condition not met within {timeout}s\n{logs}")
+
+
+class ProcessLogs:
+    """Starts processes with their output in a log file each; stops them all at the end."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        self, name: str, cmd: list[str], env: Mapping[str, str], cwd: Path
+    ) -> tuple[subprocess.Popen[bytes], Path]:
+        path = self.directory / f"{name}-{len(self.processes)}.log"
+        with path.open("wb") as out:
+            process = subprocess.Popen(
+                cmd, env=dict(env), cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        process.log_path = path  # type: ignore[attr-defined]
+        self.processes.append(process)
+        return process, path
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class Received:
+    id: int
+    event: str
+    data: dict[str, Any]
+
+
+def read_stream(
+    client: httpx.Client,
+    path: str,
+    headers: Mapping[str, str] | None = None,
+    limit: int | None = None,
+) -> list[Received]:
+    """Read an SSE stream with httpx-sse until the server ends it (or ``limit`` events)."""
+    out: list[Received] = []
+    with connect_sse(client, "GET", path, headers=dict(headers or {})) as source:
+        assert source.response.status_code == 200, source.response.read()
+        assert source.response.headers["content-type"].startswith("text/event-stream")
+        for sse in source.iter_sse():
+            out.append(Received(int(sse.id), sse.event, json.loads(sse.data)))
+            if limit is not None and len(out) >= limit:
+                break
+    return out
+
+
+def text_of(events: list[Received], index: int = 0) -> str:
+    """The text a client reassembles: content deltas of a choice since the last reset."""
+    text = ""
+    for e in events:
+        if e.event == "reset":
+            text = ""
+        elif e.event == "delta" and e.data["index"] == index:
+            text += e.data.get("content", "")
+    return text
+
+
+def create_job(client: httpx.Client, **body: Any) -> dict[str, Any]:
+    body.setdefault("model", "openai")
+    body.setdefault("messages", [{"role": "user", "content": "Say hello"}])
+    response = client.post("/v1/jobs", json=body)
+    assert response.status_code == 202, response.text
+    return response.json()

@@ -1,0 +1,504 @@
+"""The fake upstream must be faithful on the wire, or the integration tests prove nothing.
+
+Everything here goes over real HTTP with `requests`, reading raw bytes and parsing SSE by the
+spec (CR, LF and CRLF line ends; comments; event/id fields) rather than by `splitlines`.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from sluice.fake_upstream import (
+    FakeUpstream,
+    expected_reasoning,
+    expected_reply,
+    parse_model,
+    prompt_tokens,
+    split_pieces,
+)
+
+HELLO = [{"role": "user", "content": "Say hi — ça va? 🙂"}]
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as up:
+        yield up
+
+
+def chat(
+    up: FakeUpstream, model: str = "gpt-4o-mini", stream: bool = True, **extra: Any
+) -> tuple[dict, requests.Response]:
+    headers = extra.pop("headers", None)
+    body = {"model": model, "messages": HELLO, "stream": stream, **extra}
+    response = requests.post(
+        f"{up.base_url}/chat/completions", json=body, stream=stream, timeout=5, headers=headers
+    )
+    return body, response
+
+
+def raw_body(response: requests.Response) -> bytes:
+    return b"".join(response.iter_content(chunk_size=None))
+
+
+def parse_sse(raw: bytes) -> list[dict[str, str]]:
+    """A spec-following SSE parser: splits lines on CRLF, CR or LF only (not U+2028)."""
+    events: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    for line in re.split(r"\r\n|\r|\n", raw.decode("utf-8")):
+        if line == "":
+            if "data" in current:
+                events.append(current)
+            current = {}
+        elif line.startswith(":"):
+            continue
+        else:
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "data":
+                current["data"] = f"{current['data']}\n{value}" if "data" in current else value
+            else:
+                current[name] = value
+    return events
+
+
+def payloads(raw: bytes) -> list[Any]:
+    """The data of each event, JSON-decoded except the [DONE] sentinel."""
+    return [e["data"] if e["data"] == "[DONE]" else json.loads(e["data"]) for e in parse_sse(raw)]
+
+
+def content_of(chunks: list[Any], index: int = 0) -> str:
+    return "".join(
+        choice["delta"].get("content") or ""
+        for chunk in chunks
+        if isinstance(chunk, dict)
+        for choice in chunk.get("choices", [])
+        if choice["index"] == index
+    )
+
+
+def finish_reasons(chunks: list[Any]) -> list[str | None]:
+    return [
+        c["choices"][0]["finish_reason"] for c in chunks if isinstance(c, dict) and c.get("choices")
+    ]
+
+
+# --------------------------------------------------------------------------- pure functions
+
+
+def test_parse_model() -> None:
+    assert parse_model("slow;words=40;delay=0.05") == ("slow", {"words": "40", "delay": "0.05"})
+    assert parse_model("gpt-4o-mini") == ("openai", {})
+    assert parse_model("sluice-demo;words=3") == ("openai", {"words": "3"})
+    assert parse_model("http-429-then-ok;failures=2") == ("http-429-then-ok", {"failures": "2"})
+
+
+def test_reply_text_is_tricky_and_pieces_rejoin() -> None:
+    body = {"model": "openai", "messages": HELLO}
+    text = expected_reply(body)
+    assert "«Say hi — ça va? 🙂»" in text
+    assert "\n" in text.strip() and "\u2028" in text
+    assert any(len(ch.encode()) > 2 for ch in text)
+    assert "".join(split_pieces(text)) == text
+    assert all(len(p) <= 5 for p in split_pieces(text))
+    assert expected_reply(body, 1).startswith("[choice 1] ")
+    assert expected_reply(body) == expected_reply({**body, "messages": [HELLO[0]]})
+    parts = [{"role": "user", "content": [{"type": "text", "text": "Say hi — ça va? 🙂"}]}]
+    assert expected_reply({**body, "messages": parts}) == text
+    longer = expected_reply({**body, "model": "openai;words=30"})
+    assert len(longer) > len(text)
+
+
+# --------------------------------------------------------------------------- default stream
+
+
+def test_default_stream_shape_and_order(upstream: FakeUpstream) -> None:
+    body, response = chat(upstream, stream_options={"include_usage": True})
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    assert response.headers["Transfer-Encoding"] == "chunked"
+    raw = raw_body(response)
+    assert raw.endswith(b"}\n\ndata: [DONE]\n\n")
+    chunks = payloads(raw)
+    assert chunks[-1] == "[DONE]"
+    role, *pieces, finish, usage_chunk, _ = chunks
+    for chunk in chunks[:-1]:
+        assert chunk["object"] == "chat.completion.chunk"
+        assert chunk["id"] == role["id"] and chunk["id"].startswith("chatcmpl-")
+        assert chunk["system_fingerprint"] == "fp_fake" and chunk["model"] == "gpt-4o-mini"
+        assert "usage" in chunk
+    assert role["choices"] == [
+        {
+            "index": 0,
+            "delta": {"role": "assistant", "content": ""},
+            "logprobs": None,
+            "finish_reason": None,
+        }
+    ]
+    assert all(p["usage"] is None and p["choices"][0]["finish_reason"] is None for p in pieces)
+    assert "".join(p["choices"][0]["delta"]["content"] for p in pieces) == expected_reply(body)
+    assert finish["choices"][0]["delta"] == {} and finish["choices"][0]["finish_reason"] == "stop"
+    assert usage_chunk["choices"] == []
+    assert usage_chunk["usage"] == {
+        "prompt_tokens": prompt_tokens(body),
+        "completion_tokens": len(pieces),
+        "total_tokens": prompt_tokens(body) + len(pieces),
+    }
+    assert upstream.wait_for_no_open_streams(1)
+    assert upstream.requests[-1].path == "/v1/chat/completions"
+    assert upstream.requests[-1].body == body
+    assert upstream.requests[-1].headers["Content-Type"] == "application/json"
+
+
+def test_no_usage_chunk_unless_asked(upstream: FakeUpstream) -> None:
+    body, response = chat(upstream, "openai;words=3")
+    chunks = payloads(raw_body(response))
+    assert chunks[-1] == "[DONE]"
+    assert all("usage" not in c for c in chunks[:-1])
+    assert finish_reasons(chunks)[-1] == "stop"
+    assert content_of(chunks) == expected_reply(body)
+
+
+def test_azure_prelude_and_filter_results(upstream: FakeUpstream) -> None:
+    body, response = chat(upstream, "azure;words=2")
+    chunks = payloads(raw_body(response))
+    first = chunks[0]
+    assert first["id"] == "" and first["choices"] == [] and first["object"] == ""
+    results = first["prompt_filter_results"][0]["content_filter_results"]
+    assert results["hate"] == {"filtered": False, "severity": "safe"}
+    assert all("content_filter_results" in c["choices"][0] for c in chunks[1:-1])
+    assert content_of(chunks) == expected_reply(body)
+
+
+def test_provider_variants(upstream: FakeUpstream) -> None:
+    opts = {"stream_options": {"include_usage": True}}
+    _, response = chat(upstream, "no-usage;words=2", **opts)
+    chunks = payloads(raw_body(response))
+    assert all("usage" not in c for c in chunks[:-1]) and chunks[-1] == "[DONE]"
+
+    _, response = chat(upstream, "rejects-stream-options", **opts)
+    assert response.status_code == 400
+    assert "stream_options" in response.json()["error"]["message"]
+    _, response = chat(upstream, "rejects-stream-options;words=2")
+    assert payloads(raw_body(response))[-1] == "[DONE]"
+
+    _, response = chat(upstream, "llamacpp;words=2")
+    chunks = payloads(raw_body(response))
+    finish = chunks[-2]
+    assert finish["choices"][0]["finish_reason"] == "stop"
+    assert finish["usage"]["completion_tokens"] > 0 and "timings" in finish
+
+    _, response = chat(upstream, "ollama-old;words=2")
+    reasons = finish_reasons(payloads(raw_body(response)))
+    assert set(reasons[:-1]) == {""} and reasons[-1] == "stop"
+
+
+# --------------------------------------------------------------------------- wire details
+
+
+def test_crlf_and_cr_line_endings(upstream: FakeUpstream) -> None:
+    body, response = chat(upstream, "crlf;words=2")
+    raw = raw_body(response)
+    assert raw.endswith(b"data: [DONE]\r\n\r\n")
+    assert raw.count(b"\n") == raw.count(b"\r\n") > 0
+    assert content_of(payloads(raw)) == expected_reply(body)
+
+    body, response = chat(upstream, "cr;words=2")
+    raw = raw_body(response)
+    assert b"\n" not in raw and raw.endswith(b"data: [DONE]\r\r")
+    assert content_of(payloads(raw)) == expected_reply(body)
+
+
+def test_fragmented_same_payload_in_tiny_chunks(upstream: FakeUpstream) -> None:
+    def strip(chunks: list[Any]) -> list[Any]:
+        return [
+            {k: v for k, v in c.items() if k not in ("id", "created", "model")}
+            if isinstance(c, dict)
+            else c
+            for c in chunks
+        ]
+
+    _, response = chat(upstream, "fragmented;words=1;gap=0")
+    pieces = list(response.iter_content(chunk_size=None))
+    assert max(len(p) for p in pieces) <= 3
+    joined = b"".join(pieces)
+    with pytest.raises(UnicodeDecodeError):  # some read really splits a UTF-8 character
+        for p in pieces:
+            p.decode("utf-8")
+    _, reference = chat(upstream, "openai;words=1")
+    assert strip(payloads(joined)) == strip(payloads(raw_body(reference)))
+
+
+def test_comments_and_fields_are_ignorable(upstream: FakeUpstream) -> None:
+    body, response = chat(upstream, "comments;words=2")
+    raw = raw_body(response)
+    for marker in (b": keep-alive\n", b"event: message\n", b"id: 2\n", b"retry: 3000\n"):
+        assert marker in raw
+    chunks = payloads(raw)
+    assert chunks[-1] == "[DONE]" and content_of(chunks) == expected_reply(body)
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def test_no_done_ends_after_finish(upstream: FakeUpstream) -> None:
+    body, response = chat(upstream, "no-done;words=2", stream_options={"include_usage": True})
+    chunks = payloads(raw_body(response))
+    assert "[DONE]" not in chunks
+    assert chunks[-1]["usage"]["completion_tokens"] > 0
+    assert content_of(chunks) == expected_reply(body)
+
+
+def test_truncated_cuts_the_connection(upstream: FakeUpstream) -> None:
+    _, response = chat(upstream, "truncated;fail_after=2")
+    received = []
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        for piece in response.iter_content(chunk_size=None):
+            received.append(piece)
+    chunks = payloads(b"".join(received))
+    assert "[DONE]" not in chunks
+    assert len(chunks) == 3 and set(finish_reasons(chunks)) == {None}
+
+
+def test_error_in_stream_then_done(upstream: FakeUpstream) -> None:
+    _, response = chat(upstream, "error-in-stream;fail_after=1")
+    raw = raw_body(response)
+    assert b'data: {"error": {"message": "The server had an error' in raw
+    chunks = payloads(raw)
+    assert chunks[-2]["error"]["type"] == "server_error" and chunks[-1] == "[DONE]"
+    assert len(chunks) == 4
+
+
+def test_error_event(upstream: FakeUpstream) -> None:
+    _, response = chat(upstream, "error-event;fail_after=0")
+    events = parse_sse(raw_body(response))
+    assert events[-1]["event"] == "error"
+    assert json.loads(events[-1]["data"])["error"]["type"] == "overloaded_error"
+    assert all(e["data"] != "[DONE]" for e in events)
+
+
+def test_stall_client_close_is_counted(upstream: FakeUpstream) -> None:
+    _, response = chat(upstream, "stall;fail_after=2")
+    reads = response.iter_content(chunk_size=None)  # abandoning it would close the socket
+    buffer = b""
+    while buffer.count(b"\n\n") < 3:  # role + 2 pieces, then silence
+        buffer += next(reads)
+    time.sleep(0.1)
+    assert upstream.open_streams == 1 and upstream.streams_closed_by_client == 0
+    response.close()
+    start = time.monotonic()
+    assert upstream.wait_for_no_open_streams(1.0)
+    assert time.monotonic() - start < 1.0
+    assert upstream.streams_closed_by_client == 1
+
+
+def test_silent_sends_nothing(upstream: FakeUpstream) -> None:
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.post(
+            f"{upstream.base_url}/chat/completions",
+            json={"model": "silent", "messages": HELLO, "stream": True},
+            timeout=(1, 0.3),
+        )
+    assert upstream.wait_for_no_open_streams(1.0)
+    assert upstream.streams_closed_by_client == 1
+
+
+def test_client_going_away_mid_stream_is_quiet(
+    upstream: FakeUpstream, capfd: pytest.CaptureFixture[str]
+) -> None:
+    _, response = chat(upstream, "slow;words=200;delay=0.01")
+    next(response.iter_content(chunk_size=None))
+    response.close()
+    assert upstream.wait_for_no_open_streams(1.0)
+    assert upstream.streams_closed_by_client == 1
+    assert "Traceback" not in capfd.readouterr().err
+
+
+# --------------------------------------------------------------------------- HTTP errors
+
+
+def test_api_key_required_and_masked() -> None:
+    with FakeUpstream(api_key="sk-right-key-123") as up:
+        url = f"{up.base_url}/chat/completions"
+        body = {"model": "openai;words=1", "messages": HELLO}
+        wrong = requests.post(url, json=body, headers={"Authorization": "Bearer sk-abcdefghxyz"})
+        assert wrong.status_code == 401
+        assert wrong.json() == {
+            "error": {
+                "message": "Incorrect API key provided: sk-ab***yz. You can find your API key "
+                "at https://platform.openai.com/account/api-keys.",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "invalid_api_key",
+            }
+        }
+        missing = requests.get(f"{up.base_url}/models")
+        assert missing.status_code == 401
+        assert "didn't provide an API key" in missing.json()["error"]["message"]
+        ok = requests.post(url, json=body, headers={"Authorization": "Bearer sk-right-key-123"})
+        assert ok.status_code == 200 and ok.json()["object"] == "chat.completion"
+
+
+def test_http_401_scenario(upstream: FakeUpstream) -> None:
+    _, response = chat(upstream, "http-401", headers={"Authorization": "Bearer sk-abcdefghxyz"})
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_api_key"
+    assert "sk-ab***yz" in response.json()["error"]["message"]
+
+
+def test_http_error_scenarios(upstream: FakeUpstream) -> None:
+    expected = {
+        "http-400": "context_length_exceeded",
+        "http-403": "unsupported_country_region_territory",
+        "http-404": "model_not_found",
+        "http-500": None,
+        "http-503": None,
+    }
+    for model, code in expected.items():
+        _, response = chat(upstream, model)
+        assert response.status_code == int(model[-3:])
+        assert response.json()["error"]["code"] == code
+    _, response = chat(upstream, "http-404")
+    assert "The model `http-404` does not exist" in response.json()["error"]["message"]
+
+
+def test_http_429_headers(upstream: FakeUpstream) -> None:
+    _, response = chat(upstream, "http-429;retry_after=2")
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "2"
+    assert response.headers["retry-after-ms"] == "2000"
+    assert response.headers["x-ratelimit-remaining-requests"] == "0"
+    assert response.json()["error"]["code"] == "rate_limit_exceeded"
+
+
+def test_http_429_then_ok(upstream: FakeUpstream) -> None:
+    _, first = chat(upstream, "http-429-then-ok;failures=1;words=2")
+    assert first.status_code == 429
+    body, second = chat(upstream, "http-429-then-ok;failures=1;words=2")
+    assert second.status_code == 200
+    assert content_of(payloads(raw_body(second))) == expected_reply(body)
+    _, other = chat(upstream, "http-500-then-ok")  # counted per exact model string
+    assert other.status_code == 500
+
+
+def test_unknown_path_is_404(upstream: FakeUpstream) -> None:
+    response = requests.post(f"{upstream.base_url}/completions", json={})
+    assert response.status_code == 404
+    assert response.json()["error"]["message"] == "Invalid URL (POST /v1/completions)"
+
+
+# --------------------------------------------------------------------------- other shapes
+
+
+def test_non_streaming_completion(upstream: FakeUpstream) -> None:
+    body, response = chat(upstream, stream=False)
+    assert response.status_code == 200
+    data = response.json()
+    assert data["object"] == "chat.completion" and data["id"].startswith("chatcmpl-")
+    choice = data["choices"][0]
+    assert choice["message"]["role"] == "assistant"
+    assert choice["message"]["content"] == expected_reply(body)
+    assert choice["finish_reason"] == "stop"
+    usage = data["usage"]
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
+def test_keep_alive_reuses_the_connection(upstream: FakeUpstream) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", upstream.port, timeout=5)
+    body = json.dumps({"model": "openai;words=1", "messages": HELLO, "stream": True})
+    sockets = set()
+    for method, path in [("POST", "/v1/chat/completions"), ("GET", "/v1/models")] * 2:
+        conn.request(method, path, body=body if method == "POST" else None)
+        response = conn.getresponse()
+        assert response.status == 200 and response.getheader("Connection") != "close"
+        response.read()
+        sockets.add(id(conn.sock))
+    conn.close()
+    assert len(sockets) == 1 and len(upstream.requests) == 4
+
+
+def test_n_choices_interleave(upstream: FakeUpstream) -> None:
+    body, response = chat(upstream, "openai;words=2", n=2, stream_options={"include_usage": True})
+    chunks = payloads(raw_body(response))
+    indexes = [c["choices"][0]["index"] for c in chunks if isinstance(c, dict) and c["choices"]]
+    assert indexes[:4] == [0, 1, 0, 1]
+    assert content_of(chunks, 0) == expected_reply(body, 0)
+    assert content_of(chunks, 1) == expected_reply(body, 1)
+    assert expected_reply(body, 0) != expected_reply(body, 1)
+    finishes = [
+        c["choices"][0]
+        for c in chunks
+        if isinstance(c, dict) and c["choices"] and c["choices"][0]["finish_reason"]
+    ]
+    assert sorted(f["index"] for f in finishes) == [0, 1]
+    pieces = len(split_pieces(expected_reply(body, 0))) + len(split_pieces(expected_reply(body, 1)))
+    assert chunks[-2]["usage"]["completion_tokens"] == pieces
+
+
+def test_max_tokens_gives_length(upstream: FakeUpstream) -> None:
+    body, response = chat(upstream, max_tokens=5, stream_options={"include_usage": True})
+    chunks = payloads(raw_body(response))
+    assert finish_reasons(chunks)[-1] == "length"
+    assert content_of(chunks) == expected_reply(body)
+    assert len(split_pieces(expected_reply(body))) == 5
+    assert chunks[-2]["usage"]["completion_tokens"] == 5
+
+
+def test_reasoning_before_content(upstream: FakeUpstream) -> None:
+    body, response = chat(upstream, "reasoning;words=2")
+    chunks = [c for c in payloads(raw_body(response)) if isinstance(c, dict)]
+    deltas = [c["choices"][0]["delta"] for c in chunks[1:-1]]
+    reasoning = [d for d in deltas if d.get("reasoning_content")]
+    assert reasoning and all(d["content"] is None for d in reasoning)
+    assert deltas.index(reasoning[-1]) < min(i for i, d in enumerate(deltas) if d.get("content"))
+    assert "".join(d["reasoning_content"] for d in reasoning) == expected_reasoning(body)
+    assert content_of(chunks) == expected_reply(body)
+
+
+def test_models_listing() -> None:
+    with FakeUpstream() as up:
+        data = requests.get(f"{up.base_url}/models").json()
+        ids = {m["id"]: m["owned_by"] for m in data["data"]}
+        assert data["object"] == "list"
+        assert {"gpt-4o-mini", "gpt-4o", "o3-mini", "sluice-demo"} <= set(ids)
+    with FakeUpstream(demo=True) as up:
+        assert up.default_delay == 0.03
+        data = requests.get(f"{up.base_url}/models").json()
+        ids = {m["id"]: m["owned_by"] for m in data["data"]}
+        assert {"sluice-demo", "openai", "stall", "reasoning"} <= set(ids)
+        assert set(ids.values()) == {"sluice-demo-upstream"}
+        assert all(m["object"] == "model" for m in data["data"])
+
+
+def test_cli_announces_demo_upstream() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sluice.fake_upstream", "--port", str(port), "--delay", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        banner = proc.stderr.readline()
+        assert "DEMO upstream" in banner and "NOT a real LLM" in banner
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        body = {"model": "sluice-demo", "messages": HELLO, "stream": True}
+        response = requests.post(url, json=body, timeout=5)
+        assert response.headers["x-sluice-upstream"] == "demo"
+        assert content_of(payloads(response.content)) == expected_reply(body)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)

@@ -1,0 +1,131 @@
+"""The job store against the real Redis: atomic ids, fencing, cancel, expiry."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from sluice.events import CANCELLED, DELTA, DONE, STARTED, Event, fold
+from sluice.jobs import AttemptSuperseded, JobAlreadyEnded, JobGone, JobStore
+from sluice.redis_conn import make_redis
+from sluice.settings import Settings
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[JobStore]:
+    settings = Settings.from_env(
+        redis_url=redis_url, key_prefix=f"sluice-unit-{secrets.token_hex(4)}", job_ttl=120
+    )
+    client = make_redis(settings)
+    yield JobStore(client, settings)
+    for key in client.scan_iter(f"{settings.key_prefix}:*"):
+        client.delete(key)
+
+
+def _new(store: JobStore, **kw: object) -> str:
+    job, created = store.create(
+        model="m", request={"model": "m", "messages": []}, prompt_tokens=7,
+        truncated_messages=0, **kw,  # type: ignore[arg-type]
+    )  # fmt: skip
+    assert created
+    return job.id
+
+
+def test_job_ids_are_unguessable(store: JobStore) -> None:
+    ids = {_new(store) for _ in range(20)}
+    assert len(ids) == 20
+    assert all(len(i) >= 4 + 22 for i in ids)  # "job_" + 128 bits in base64url
+
+
+def test_appended_events_get_contiguous_ids_and_are_published_once(store: JobStore) -> None:
+    job_id = _new(store)
+    assert store.claim(job_id) == 1
+    pubsub = store.redis.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(store.keys.channel(job_id))
+    pubsub.get_message(timeout=1)
+    assert store.append(job_id, [Event(STARTED, {"model": "m", "attempt": 1})], attempt=1) == 1
+    batch = [Event(DELTA, {"index": 0, "content": c}) for c in ["a\n", "b\u2028", "c"]]
+    assert store.append(job_id, batch, attempt=1) == 4
+    messages = [pubsub.get_message(timeout=1) for _ in range(2)]
+    assert [m["data"].count("\n") + 1 for m in messages if m] == [1, 3]
+    assert [i for i, _ in store.read_events(job_id)] == [1, 2, 3, 4]
+    assert [i for i, _ in store.read_events(job_id, after=2)] == [3, 4]
+    assert store.transcript(job_id).texts() == ["a\nb\u2028c"]
+    pubsub.close()
+
+
+def test_claim_succeeds_once_so_a_duplicate_delivery_cannot_run_twice(store: JobStore) -> None:
+    job_id = _new(store)
+    assert store.claim(job_id) == 1
+    assert store.claim(job_id) == 0
+    job = store.get(job_id)
+    assert job is not None and job.status == "running" and job.attempt == 1
+
+
+def test_a_superseded_attempt_cannot_write(store: JobStore) -> None:
+    job_id = _new(store)
+    store.claim(job_id)
+    store.redis.hset(store.keys.job(job_id), "attempt", 2)
+    with pytest.raises(AttemptSuperseded):
+        store.append(job_id, [Event(DELTA, {"index": 0, "content": "x"})], attempt=1)
+    assert store.read_events(job_id) == []
+
+
+def test_terminal_event_ends_the_job_and_sets_the_finished_ttl(store: JobStore) -> None:
+    job_id = _new(store)
+    store.claim(job_id)
+    store.append(job_id, [Event(DELTA, {"index": 0, "content": "x"})], attempt=1)
+    store.append(job_id, [Event(DONE, {"finish_reasons": ["stop"], "usage": None})], attempt=1)
+    job = store.get(job_id)
+    assert job is not None and job.status == "succeeded" and job.finished_at
+    assert 0 < store.redis.ttl(store.keys.job(job_id)) <= 120
+    assert 0 < store.redis.ttl(store.keys.events(job_id)) <= 120
+    with pytest.raises(JobAlreadyEnded):
+        store.append(job_id, [Event(DELTA, {"index": 0, "content": "late"})], attempt=1)
+
+
+def test_unfinished_jobs_carry_a_safety_ttl(store: JobStore) -> None:
+    job_id = _new(store)
+    store.claim(job_id)
+    store.append(job_id, [Event(DELTA, {"index": 0, "content": "x"})], attempt=1)
+    assert store.redis.ttl(store.keys.job(job_id)) > 0
+    assert store.redis.ttl(store.keys.events(job_id)) > 0
+
+
+def test_cancel_is_final_and_idempotent(store: JobStore) -> None:
+    job_id = _new(store)
+    store.claim(job_id)
+    store.append(job_id, [Event(DELTA, {"index": 0, "content": "x"})], attempt=1)
+    usage = {"prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8}
+    assert store.cancel(job_id, usage).status == CANCELLED
+    assert store.cancel(job_id, usage).status == CANCELLED
+    entries = store.read_events(job_id)
+    assert [Event.from_entry(e).type for _, e in entries] == [DELTA, CANCELLED]
+    with pytest.raises(JobAlreadyEnded):  # the upstream may keep sending: dropped
+        store.append(job_id, [Event(DELTA, {"index": 0, "content": "y"})], attempt=1)
+    assert fold(entries).usage == usage
+
+
+def test_events_for_a_missing_job_are_refused(store: JobStore) -> None:
+    with pytest.raises(JobGone):
+        store.append("job_missing", [Event(DELTA, {"index": 0, "content": "x"})])
+    assert not store.redis.exists(store.keys.events("job_missing"))
+
+
+def test_idempotency_key_returns_the_first_job(store: JobStore) -> None:
+    first, created = store.create(
+        model="m", request={}, prompt_tokens=1, truncated_messages=0, idempotency_key="k1"
+    )
+    again, created_again = store.create(
+        model="m", request={}, prompt_tokens=1, truncated_messages=0, idempotency_key="k1"
+    )
+    assert created and not created_again
+    assert again.id == first.id
+
+
+def test_redis_is_real(store: JobStore) -> None:
+    assert isinstance(store.redis, redis.Redis)
+    assert store.redis.execute_command("INFO", "server")["redis_version"]

@@ -1,0 +1,39 @@
+"""The Celery worker: ``celery -A worker.celery_app worker --pool gevent``.
+
+Streaming a completion is I/O-bound, so one process runs many jobs on gevent greenlets
+(``--pool gevent --concurrency N``); prefork would block a whole process per stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+
+from sluice.jobs import JobStore
+from sluice.logs import configure_logging
+from sluice.queue import RUN_JOB_TASK, make_celery
+from sluice.redis_conn import make_redis
+from sluice.settings import Settings
+from worker.runner import JobRunner
+from worker.upstream import Upstream
+
+configure_logging()
+settings = Settings.from_env()
+app = make_celery(settings, main="sluice-worker")
+log = logging.getLogger("sluice.worker")
+
+
+@lru_cache(maxsize=1)
+def runner() -> JobRunner:
+    store = JobStore(make_redis(settings), settings)
+    log.info(
+        "worker ready: upstream %s (%s)",
+        settings.openai_base_url,
+        "server key set" if settings.openai_api_key else "no OPENAI_API_KEY",
+    )
+    return JobRunner(store, Upstream(settings), settings)
+
+
+@app.task(name=RUN_JOB_TASK, ignore_result=True)
+def run_job(job_id: str) -> None:
+    runner().run(job_id)

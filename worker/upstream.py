@@ -1,0 +1,105 @@
+"""Opening a streamed chat completion on an OpenAI-compatible upstream with ``requests``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from sluice.errors import UpstreamConnectionError, UpstreamError, UpstreamTimeout
+from sluice.settings import Settings
+from sluice.upstream_errors import error_from_response
+
+log = logging.getLogger("sluice.worker")
+
+MAX_ERROR_BODY = 64 * 1024
+
+
+def make_session(pool_size: int = 256) -> requests.Session:
+    """One keep-alive connection pool per worker process, shared by its jobs."""
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=8, pool_maxsize=pool_size, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def _read_error_body(response: requests.Response) -> bytes:
+    body = b""
+    try:
+        for chunk in response.iter_content(8192):
+            body += chunk
+            if len(body) >= MAX_ERROR_BODY:
+                break
+    except requests.RequestException:
+        pass
+    finally:
+        response.close()
+    return body
+
+
+class Upstream:
+    """Where completions come from: base URL, key, timeouts, and what the server accepts."""
+
+    def __init__(self, settings: Settings, session: requests.Session | None = None) -> None:
+        self.settings = settings
+        self.session = session or make_session()
+        # servers that answered 400 to stream_options (older Azure, some proxies)
+        self._no_stream_options: set[str] = set()
+
+    def open_stream(self, request: dict[str, Any], api_key: str | None) -> requests.Response:
+        """POST the request with ``stream: true``; returns the open 200 response.
+
+        Asks for usage with ``stream_options.include_usage``; a server that rejects that
+        option is asked again without it and remembered.
+        """
+        base = self.settings.openai_base_url
+        body = {**request, "stream": True}
+        if base not in self._no_stream_options:
+            body["stream_options"] = {"include_usage": True}
+        response = self._post(base, body, api_key)
+        if response.status_code == 400 and "stream_options" in body:
+            error_body = _read_error_body(response)
+            if b"stream_options" in error_body:
+                log.info("upstream %s rejects stream_options; retrying without", base)
+                self._no_stream_options.add(base)
+                del body["stream_options"]
+                response = self._post(base, body, api_key)
+            else:
+                raise error_from_response(400, error_body, response.headers)
+        if response.status_code != 200:
+            raise error_from_response(
+                response.status_code, _read_error_body(response), response.headers
+            )
+        return response
+
+    def _post(self, base: str, body: dict[str, Any], api_key: str | None) -> requests.Response:
+        headers = {"Accept": "text/event-stream"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        timeout = (self.settings.upstream_connect_timeout, self.settings.upstream_read_timeout)
+        try:
+            return self.session.post(
+                f"{base}/chat/completions", json=body, headers=headers, stream=True, timeout=timeout
+            )
+        except requests.Timeout as exc:
+            raise UpstreamTimeout(f"the upstream did not answer in time ({_why(exc)})") from None
+        except requests.RequestException as exc:
+            raise UpstreamConnectionError(f"cannot reach the upstream: {_why(exc)}") from None
+
+
+def _why(exc: BaseException) -> str:
+    """A short reason without URLs' query strings or headers (no secrets in messages)."""
+    return type(exc).__name__
+
+
+def map_read_error(exc: requests.RequestException) -> UpstreamError:
+    """An error raised while reading the body of a stream."""
+    text = str(exc)
+    if isinstance(exc, requests.Timeout) or "Read timed out" in text:
+        return UpstreamTimeout("the upstream went silent longer than the read timeout")
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return UpstreamConnectionError("the upstream closed the connection mid-stream")
+    return UpstreamConnectionError(f"the upstream connection broke mid-stream ({_why(exc)})")
