@@ -33,8 +33,13 @@ def from_validation_error(exc: ValidationError) -> InvalidRequest:
     loc = tuple(
         p for p in first["loc"] if not (isinstance(p, str) and ("[" in p or p in _TYPE_NAMES))
     )
+    ctx = first.get("ctx") or {}
+    if "param" in ctx:  # a model-level check that names its field
+        loc = (*loc, ctx["param"])
     param = param_path(loc) if loc else None
     message = first["msg"].removeprefix("Value error, ")
+    if "param" in ctx:
+        message = message.removeprefix(f"{ctx['param']} ")
     return InvalidRequest(f"{param}: {message}" if param else message, param=param)
 
 

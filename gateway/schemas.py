@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 NonEmptyStr = Annotated[str, StringConstraints(min_length=1)]
 MAX_MESSAGE_CHARS = 1_000_000
@@ -30,13 +38,15 @@ class Message(BaseModel):
     ) = None
     name: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
 
-    @field_validator("content")
-    @classmethod
-    def _content_present(cls, value: Any, info: Any) -> Any:
-        role = info.data.get("role")
-        if role != "assistant" and (value is None or value == ""):
-            raise ValueError("must be a non-empty string or a list of text parts")
-        return value
+    @model_validator(mode="after")
+    def _content_present(self) -> Message:
+        if self.role != "assistant" and not self.content:
+            raise PydanticCustomError(
+                "missing_content",
+                "content must be a non-empty string or a list of text parts",
+                {"param": "content"},
+            )
+        return self
 
 
 class ChatParameters(BaseModel):

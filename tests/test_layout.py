@@ -1,0 +1,80 @@
+"""The layout DESIGN.md sets: gateway and worker never import each other; deploy files agree."""
+
+from __future__ import annotations
+
+import ast
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def imported_packages(package: str) -> set[str]:
+    found: set[str] = set()
+    for path in (ROOT / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module.split(".")[0])
+    return found
+
+
+@pytest.mark.parametrize(("package", "forbidden"), [("gateway", "worker"), ("worker", "gateway")])
+def test_gateway_and_worker_do_not_import_each_other(package: str, forbidden: str) -> None:
+    assert forbidden not in imported_packages(package)
+
+
+def test_shared_code_imports_neither_side() -> None:
+    assert not {"gateway", "worker"} & imported_packages("sluice")
+
+
+def test_worker_never_imports_flask() -> None:
+    assert "flask" not in imported_packages("worker")
+
+
+def procfile() -> dict[str, list[str]]:
+    lines = (ROOT / "Procfile").read_text().splitlines()
+    return {
+        name: shlex.split(command)
+        for name, _, command in (line.partition(":") for line in lines if line.strip())
+    }
+
+
+def test_procfile_runs_gunicorn_with_gevent_and_a_celery_worker() -> None:
+    processes = procfile()
+    assert set(processes) == {"web", "worker"}
+    assert processes["web"][0] == "gunicorn" and "gateway.wsgi:app" in processes["web"]
+    worker = processes["worker"]
+    assert worker[:4] == ["celery", "--app", "worker.celery_app", "worker"]
+    assert worker[worker.index("--pool") + 1] == "gevent"
+
+
+def test_gunicorn_config_binds_port_and_uses_gevent() -> None:
+    namespace: dict[str, object] = {}
+    exec((ROOT / "gunicorn.conf.py").read_text(), namespace)
+    assert namespace["worker_class"] == "gevent"
+    assert str(namespace["bind"]).startswith("0.0.0.0:")
+
+
+def test_compose_file_has_redis_web_and_worker_matching_the_procfile() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"redis", "web", "worker"} <= set(services)
+    assert "healthcheck" in services["redis"]
+    assert "healthcheck" in services["web"]
+    processes = procfile()
+    assert services["web"]["command"] == processes["web"]
+    worker = [
+        "100" if arg == "${WORKER_CONCURRENCY:-100}" else "sluice" if "SLUICE_QUEUE" in arg else arg
+        for arg in processes["worker"]
+    ]
+    assert services["worker"]["command"] == worker
+    for name in ("web", "worker"):
+        env = services[name]["environment"]
+        assert env["REDIS_URL"] == "redis://redis:6379/0"
+        assert "OPENAI_API_KEY" in env
+        assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
