@@ -29,6 +29,9 @@ def main() -> int:
     configure_logging()
     settings = Settings.from_env()
     env = dict(os.environ)
+    # the Procfile calls `gunicorn` and `celery`: find the ones of this interpreter's venv
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
     redis_url, redis_process = ensure_redis(settings.redis_url)
     env["REDIS_URL"] = redis_url
     demo: FakeUpstream | None = None
