@@ -21,7 +21,7 @@ import pytest
 from sluice.devredis import ensure_redis
 from sluice.fake_upstream import FakeUpstream
 from sluice.settings import Settings
-from tests.support import ProcessLogs, free_port, wait_until
+from tests.support import ProcessLogs, free_port, wait_ready, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM_KEY = "sk-test-" + "k3y" * 8
@@ -107,14 +107,7 @@ def start_gateway(
     env = stack_env(settings, PORT=str(port), WEB_CONCURRENCY="2", SLUICE_ACCESS_LOG="0")
     process, log_path = logs.start(name, cmd, env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        try:
-            return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(healthy, 30, process, log_path)
+    wait_ready(url, process, log_path)
     return process, url
 
 

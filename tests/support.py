@@ -41,6 +41,20 @@ def wait_until(
     raise AssertionError(f"condition not met within {timeout}s\n{logs}")
 
 
+def wait_ready(
+    base_url: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float = 30
+) -> None:
+    """Wait until the gateway at ``base_url`` answers ``/readyz`` with 200."""
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(ready, timeout, process, log_path)
+
+
 class ProcessLogs:
     """Starts processes with their output in a log file each; stops them all at the end."""
 

@@ -16,7 +16,7 @@ from sluice.fake_upstream import FakeUpstream, expected_reply
 from sluice.redis_conn import make_redis
 from sluice.settings import Settings
 from tests.conftest import ROOT, stack_env, start_gateway, start_worker
-from tests.support import ProcessLogs, create_job, free_port, read_stream, text_of, wait_until
+from tests.support import ProcessLogs, create_job, free_port, read_stream, text_of, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -94,13 +94,7 @@ def test_run_command_starts_redis_the_stack_and_a_labelled_demo_upstream(
     try:
         base = f"http://127.0.0.1:{port}"
 
-        def ready() -> bool:
-            try:
-                return httpx.get(f"{base}/readyz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(ready, 60, launcher, log_path)
+        wait_ready(base, launcher, log_path, timeout=60)
         with httpx.Client(base_url=base, timeout=30) as client:
             models = client.get("/v1/models").json()["data"]
             assert models and all(m["owned_by"] == "sluice-demo-upstream" for m in models)
