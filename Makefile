@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format clean
+.PHONY: run test lint format clean vendor
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,3 +30,13 @@ format: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts
+
+# Refresh the browser libraries vendored into gateway/static/vendor from the versions
+# pinned in web/package.json (only needed when upgrading them; running Sluice needs no npm).
+VENDOR := gateway/static/vendor
+vendor:
+	cd web && npm ci --no-audit --no-fund
+	cp web/node_modules/marked/lib/marked.esm.js $(VENDOR)/marked.esm.js
+	cp web/node_modules/marked/LICENSE $(VENDOR)/marked.LICENSE
+	cp web/node_modules/dompurify/dist/purify.es.mjs $(VENDOR)/purify.es.mjs
+	cp web/node_modules/dompurify/LICENSE $(VENDOR)/dompurify.LICENSE

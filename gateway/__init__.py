@@ -12,7 +12,7 @@ from sluice.settings import Settings
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Application factory; tests pass their own ``Settings``."""
-    from gateway import health, jobs, models_api
+    from gateway import health, jobs, models_api, page
     from gateway.errors import register_error_handlers
     from gateway.services import Services
 
@@ -27,6 +27,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(jobs.bp)
     app.register_blueprint(models_api.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(page.bp)
     upstream = settings.openai_base_url
     logging.getLogger("sluice.gateway").info(
         "gateway ready: upstream %s (%s), redis %s",

@@ -1,0 +1,322 @@
+// Sluice browser client: start a completion job, follow its events, cancel it.
+//
+// One dependency-free ES module. Import it from the gateway (`/static/sluice.js`) or copy
+// it into your app. Streams use the browser's EventSource, which reconnects by itself
+// and sends Last-Event-ID; when the browser gives up (the gateway answered an error page
+// during a deploy, say), this client reconnects itself with `?after=<last id>`. Either
+// way every event is applied exactly once, in order.
+//
+//   import { Sluice } from "/static/sluice.js";
+//   const sluice = new Sluice();
+//   const job = await sluice.createJob({ model: "gpt-4o-mini", messages });
+//   const stream = sluice.stream(job);
+//   stream.on("delta", (e) => render(e.text));          // the text so far
+//   const result = await stream.result;                 // {status, choices, usage, …}
+//
+// Or iterate: `for await (const event of sluice.stream(job)) { … }`.
+
+const TERMINAL = new Set(["done", "error", "cancelled"]);
+const EVENT_TYPES = ["started", "delta", "reset", ...TERMINAL];
+
+/** An error answered by the gateway or carried by a job's `error` event. */
+export class SluiceError extends Error {
+  constructor(error = {}, httpStatus = undefined) {
+    super(error.message || "request failed");
+    this.name = "SluiceError";
+    this.type = error.type || "error";
+    this.param = error.param;
+    this.status = error.status ?? httpStatus; // the upstream's status when it refused
+    this.code = error.code;
+    this.httpStatus = httpStatus;
+  }
+}
+
+export class Sluice {
+  /**
+   * @param {object} [options]
+   * @param {string} [options.baseUrl] where the gateway is ("" = this origin)
+   * @param {Record<string,string>} [options.headers] extra headers for JSON requests
+   */
+  constructor({ baseUrl = "", headers = {} } = {}) {
+    this.baseUrl = baseUrl.replace(/\/$/, "");
+    this.headers = headers;
+  }
+
+  url(path) {
+    return /^https?:/.test(path) ? path : this.baseUrl + path;
+  }
+
+  async request(method, path, body, headers = {}) {
+    let response;
+    try {
+      response = await fetch(this.url(path), {
+        method,
+        headers: { ...this.headers, ...headers, ...(body ? { "Content-Type": "application/json" } : {}) },
+        body: body ? JSON.stringify(body) : undefined,
+      });
+    } catch (cause) {
+      throw new SluiceError({ type: "network_error", message: `cannot reach the gateway (${cause.message})` });
+    }
+    const payload = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      throw new SluiceError(payload.error || { message: `HTTP ${response.status}` }, response.status);
+    }
+    return payload;
+  }
+
+  /** Start a job; `params` are OpenAI chat-completion parameters. */
+  createJob(params, { idempotencyKey } = {}) {
+    const headers = idempotencyKey ? { "Idempotency-Key": idempotencyKey } : {};
+    return this.request("POST", "/v1/jobs", params, headers);
+  }
+
+  getJob(id) {
+    return this.request("GET", `/v1/jobs/${encodeURIComponent(id)}`);
+  }
+
+  /** Cancel on the server (idempotent); resolves to the job's final state. */
+  cancel(id) {
+    return this.request("POST", `/v1/jobs/${encodeURIComponent(id)}/cancel`);
+  }
+
+  async models() {
+    return (await this.request("GET", "/v1/models")).data;
+  }
+
+  /**
+   * Follow a job's events.
+   * @param {object|string} job the object createJob returned, or a job id
+   * @param {object} [options]
+   * @param {number} [options.after] resume after this event id (0 = from the start)
+   */
+  stream(job, options = {}) {
+    return new JobStream(this, typeof job === "string" ? { id: job } : job, options);
+  }
+}
+
+/**
+ * A job's event stream. Emits `started`, `delta`, `reset`, `done`, `error`, `cancelled`
+ * (each a CustomEvent whose `detail` is {id, type, data, …}) and `status`
+ * ("connecting", "open", "reconnecting", "done", "error", "cancelled", "closed").
+ */
+export class JobStream extends EventTarget {
+  constructor(client, job, { after = 0, maxRetryDelay = 10000 } = {}) {
+    super();
+    this.client = client;
+    this.job = job;
+    this.lastEventId = after;
+    this.maxRetryDelay = maxRetryDelay;
+    this.status = "connecting";
+    this.choices = [];
+    this.usage = null;
+    this.usageEstimated = null;
+    this.finishReasons = [];
+    this.error = null;
+    this._queue = [];
+    this._iterating = false;
+    this._wake = null;
+    this._retries = 0;
+    this._timer = null;
+    this.result = new Promise((resolve, reject) => {
+      this._resolve = resolve;
+      this._reject = reject;
+    });
+    this.result.catch(() => {}); // callers who only listen to events need not catch
+    this._connect();
+  }
+
+  get ended() {
+    return TERMINAL.has(this.status) || this.status === "closed";
+  }
+
+  /** Shorthand for addEventListener that passes `detail`. Returns an unsubscribe function. */
+  on(type, callback) {
+    const listener = (event) => callback(event.detail);
+    this.addEventListener(type, listener);
+    return () => this.removeEventListener(type, listener);
+  }
+
+  /** The text of choice `index` so far (since the last reset). */
+  text(index = 0) {
+    return this.choices[index]?.content ?? "";
+  }
+
+  /** Stop listening (the job goes on on the server; use client.cancel to stop it). */
+  close() {
+    this._teardown();
+    if (!this.ended) {
+      this._setStatus("closed");
+      this._resolve(this._summary("closed"));
+      this._push(null);
+    }
+  }
+
+  _eventsUrl() {
+    const base = this.job.events_url || `/v1/jobs/${encodeURIComponent(this.job.id)}/events`;
+    const url = new URL(this.client.url(base), window.location.href);
+    url.searchParams.set("after", String(this.lastEventId));
+    return url.toString();
+  }
+
+  _connect() {
+    this._teardown();
+    const source = new EventSource(this._eventsUrl());
+    this._source = source;
+    source.onopen = () => {
+      this._retries = 0;
+      this._setStatus("open");
+    };
+    for (const type of EVENT_TYPES) {
+      source.addEventListener(type, (event) => this._onMessage(type, event));
+    }
+    source.addEventListener("error", (event) => {
+      if (event instanceof MessageEvent && event.data) return; // the job's own error event
+      this._onConnectionError(source);
+    });
+  }
+
+  _onConnectionError(source) {
+    if (this.ended || source !== this._source) return;
+    if (source.readyState === EventSource.CONNECTING) {
+      this._setStatus("reconnecting"); // the browser retries with Last-Event-ID
+      return;
+    }
+    // The browser gave up (an HTTP error, or 204 from a job that already ended): ask the
+    // gateway what happened, then reconnect from our last id with backoff.
+    this._setStatus("reconnecting");
+    source.close();
+    const delay = Math.min(this.maxRetryDelay, 500 * 2 ** this._retries++);
+    this._timer = setTimeout(() => this._recover(), delay);
+  }
+
+  async _recover() {
+    if (this.ended) return;
+    try {
+      const job = await this.client.getJob(this.job.id);
+      if (job.last_event_id <= this.lastEventId && ["succeeded", "failed", "cancelled"].includes(job.status)) {
+        // nothing left to stream, yet no terminal event reached us: finish from the poll view
+        this._finishFromPoll(job);
+        return;
+      }
+    } catch (error) {
+      if (error instanceof SluiceError && error.httpStatus === 404) {
+        this._fail(error);
+        return;
+      }
+      // gateway unreachable: keep trying
+    }
+    this._connect();
+  }
+
+  _onMessage(type, event) {
+    const id = Number(event.lastEventId);
+    if (!Number.isInteger(id) || id <= this.lastEventId) return; // already applied
+    this.lastEventId = id;
+    const data = JSON.parse(event.data);
+    const detail = { id, type, data };
+    if (type === "delta") {
+      const choice = this._choice(data.index);
+      if (data.content) choice.content += data.content;
+      if (data.reasoning) choice.reasoning += data.reasoning;
+      Object.assign(detail, { index: data.index, content: data.content ?? "", reasoning: data.reasoning ?? "", text: choice.content });
+    } else if (type === "reset") {
+      this.choices = [];
+    } else if (type === "done") {
+      this.usage = data.usage;
+      this.usageEstimated = data.usage_estimated;
+      this.finishReasons = data.finish_reasons || [];
+      this.finishReasons.forEach((reason, index) => (this._choice(index).finishReason = reason));
+    } else if (type === "cancelled") {
+      this.usage = data.usage;
+      this.usageEstimated = data.usage_estimated;
+    } else if (type === "error") {
+      this.error = new SluiceError(data.error);
+    }
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+    this._push(detail);
+    if (TERMINAL.has(type)) this._finish(type);
+  }
+
+  _choice(index) {
+    while (this.choices.length <= index) {
+      this.choices.push({ index: this.choices.length, content: "", reasoning: "", finishReason: null });
+    }
+    return this.choices[index];
+  }
+
+  _summary(status) {
+    return {
+      id: this.job.id,
+      status,
+      choices: this.choices,
+      text: this.text(0),
+      usage: this.usage,
+      usageEstimated: this.usageEstimated,
+      finishReasons: this.finishReasons,
+      lastEventId: this.lastEventId,
+    };
+  }
+
+  _finish(type) {
+    this._teardown();
+    this._setStatus(type);
+    if (type === "error") this._reject(this.error);
+    else this._resolve(this._summary(type === "done" ? "succeeded" : "cancelled"));
+    this._push(null);
+  }
+
+  _finishFromPoll(job) {
+    this.choices = job.choices.map((c) => ({ index: c.index, content: c.content, reasoning: c.reasoning || "", finishReason: c.finish_reason }));
+    this.usage = job.usage;
+    this.usageEstimated = job.usage_estimated;
+    if (job.status === "failed") {
+      this.error = new SluiceError(job.error || {});
+      this._finish("error");
+    } else {
+      this._finish(job.status === "succeeded" ? "done" : "cancelled");
+    }
+  }
+
+  _fail(error) {
+    this.error = error;
+    this._finish("error");
+  }
+
+  _teardown() {
+    clearTimeout(this._timer);
+    if (this._source) {
+      this._source.close();
+      this._source = null;
+    }
+  }
+
+  _setStatus(status) {
+    if (this.status === status) return;
+    this.status = status;
+    this.dispatchEvent(new CustomEvent("status", { detail: { status } }));
+  }
+
+  _push(item) {
+    if (!this._iterating) return; // buffer only for an active iterator
+    this._queue.push(item);
+    if (this._wake) {
+      this._wake();
+      this._wake = null;
+    }
+  }
+
+  /**
+   * Iterate the events in order; ends after the terminal event (or close()). Start
+   * iterating right after stream() (events are buffered from then on).
+   */
+  async *[Symbol.asyncIterator]() {
+    this._iterating = true;
+    if (this.ended) return;
+    for (;;) {
+      while (this._queue.length === 0) await new Promise((wake) => (this._wake = wake));
+      const item = this._queue.shift();
+      if (item === null) return;
+      yield item;
+    }
+  }
+}
