@@ -124,7 +124,8 @@ def test_html_and_script_in_an_answer_render_inert(page: Page) -> None:
     assert page.locator(".messages [onerror]").count() == 0
     hrefs = answer.locator("a").evaluate_all("els => els.map(e => e.getAttribute('href'))")
     assert not any(h and h.lower().startswith("javascript") for h in hrefs)
-    answer.locator("a").first.click() if answer.locator("a").count() else None
+    for link in answer.locator("a").all():
+        link.click()
     assert page.evaluate("window.__xss") is None
     user = page.locator("article.user >> nth=-1")
     assert "<script>" in user.inner_text()  # the user's words are shown, as text
@@ -259,3 +260,34 @@ def test_the_view_follows_the_answer_unless_the_reader_scrolls_up(page: Page) ->
     assert not page.evaluate(at_bottom)
     page.click("#stop-button")
     wait_status(page, "cancelled")
+
+
+def test_a_reset_event_discards_the_partial_answer(page: Page, settings) -> None:
+    from sluice.events import DELTA, DONE, RESET, STARTED, Event
+    from sluice.jobs import JobStore
+    from sluice.redis_conn import make_redis
+
+    store = JobStore(make_redis(settings), settings)
+    job, _ = store.create(model="m", request={}, prompt_tokens=1, truncated_messages=0)
+    store.claim(job.id)
+    store.append(job.id, [Event(STARTED, {"model": "m", "attempt": 1})])
+    store.append(job.id, [Event(DELTA, {"index": 0, "content": "half an ans"})])
+    store.append(job.id, [Event(RESET, {"reason": "worker_lost", "attempt": 2})])
+    store.append(job.id, [Event(DELTA, {"index": 0, "content": "the whole answer"})])
+    store.append(job.id, [Event(DONE, {"finish_reasons": ["stop"], "usage": None})])
+    result = page.evaluate(
+        """async (id) => {
+          const { Sluice } = await import('/static/sluice.js');
+          const stream = new Sluice().stream(id);
+          const seen = [];
+          stream.on('delta', (e) => seen.push(e.text));
+          stream.on('reset', () => seen.push('<reset>'));
+          const final = await stream.result;
+          return {seen, text: final.text};
+        }""",
+        job.id,
+    )
+    assert result == {
+        "seen": ["half an ans", "<reset>", "the whole answer"],
+        "text": "the whole answer",
+    }
