@@ -7,7 +7,8 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request, url_for
 
 from gateway.body import json_object
-from gateway.relay import SSE_HEADERS, Relay
+from gateway.feed import JobFeed
+from gateway.relay import SSE_HEADERS, sse_body
 from gateway.schemas import ChatParameters
 from gateway.services import services
 from gateway.submit import submit_job
@@ -107,11 +108,12 @@ def job_events(job_id: str):  # type: ignore[no-untyped-def]
     if job.ended and after >= job.last_event_id:
         return Response(status=204)  # stops EventSource from reconnecting
     settings = services().settings
-    relay = Relay(
-        services().store, job.id, after, settings.heartbeat_interval, settings.sse_retry_ms
-    )
+    feed = JobFeed(services().store, job.id, after, settings.heartbeat_interval)
     return Response(
-        relay.stream(), mimetype="text/event-stream", headers=SSE_HEADERS, direct_passthrough=True
+        sse_body(feed, settings.sse_retry_ms),
+        mimetype="text/event-stream",
+        headers=SSE_HEADERS,
+        direct_passthrough=True,
     )
 
 

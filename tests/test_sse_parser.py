@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.sse_parser import (
+from sluice.sse_parser import (
     ServerSentEvent,
     SSEDecoder,
     SSEProtocolError,

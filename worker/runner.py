@@ -19,9 +19,9 @@ from sluice.events import DONE, ERROR, STARTED, Event
 from sluice.jobs import AttemptSuperseded, Job, JobAlreadyEnded, JobGone, JobStore
 from sluice.models import lookup
 from sluice.settings import Settings
+from sluice.sse_parser import SSEDecoder, SSEProtocolError
 from sluice.tokens import count_text
 from worker.chunks import ChunkReader
-from worker.sse_parser import SSEDecoder, SSEProtocolError
 from worker.upstream import Upstream, map_read_error
 from worker.watch import CancelWatcher
 

@@ -1,0 +1,104 @@
+"""Following one job's events, from any gateway process: replay, then live, then the end.
+
+The order of operations is the design (do not "simplify" it):
+
+1. Subscribe to the job's live channel and wait for Redis to confirm the subscription.
+2. Replay the durable log after the client's last event id.
+3. Forward live messages, skipping ids already sent; if a live id jumps ahead (a message
+   was published before step 1 completed, or pub/sub dropped one), re-read the log.
+4. When nothing arrives for a heartbeat interval, re-read the log (pub/sub is
+   at-most-once: a lost terminal event must not hang the client), check that the job still
+   exists, and yield ``HEARTBEAT`` so the caller writes something: a failed write is also
+   how a WSGI server learns that the client has gone.
+
+The feed ends after the terminal event (or when the job expired, or Redis went away: the
+client then reconnects with its last id, to this process or another).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from typing import Final
+
+import redis
+
+from sluice.events import TERMINAL_EVENTS, entry_type, parse_message
+from sluice.jobs import JobStore
+
+log = logging.getLogger("sluice.gateway.feed")
+
+
+class _Heartbeat:
+    def __repr__(self) -> str:
+        return "HEARTBEAT"
+
+
+HEARTBEAT: Final = _Heartbeat()
+Item = tuple[int, str] | _Heartbeat
+
+
+class JobFeed:
+    def __init__(self, store: JobStore, job_id: str, after: int, heartbeat: float) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.last = after
+        self.heartbeat = heartbeat
+        self.finished = False
+
+    def _new(self, entries: list[tuple[int, str]]) -> Iterator[tuple[int, str]]:
+        """The entries not yet sent, in order, filling gaps from the log."""
+        for event_id, entry in entries:
+            if event_id <= self.last:
+                continue
+            if event_id > self.last + 1:
+                yield from self._new(self.store.read_events(self.job_id, self.last))
+                if event_id <= self.last:
+                    continue
+            self.last = event_id
+            yield event_id, entry
+            if entry_type(entry) in TERMINAL_EVENTS:
+                self.finished = True
+                return
+
+    def __iter__(self) -> Iterator[Item]:
+        pubsub = self.store.redis.pubsub()
+        try:
+            pubsub.subscribe(self.store.keys.channel(self.job_id))
+            self._await_subscription(pubsub)
+            yield from self._new(self.store.read_events(self.job_id, self.last))
+            next_beat = time.monotonic() + self.heartbeat
+            while not self.finished:
+                timeout = max(0.0, next_beat - time.monotonic())
+                message = pubsub.get_message(timeout=timeout)
+                if message is not None and message["type"] == "message":
+                    yield from self._new(list(parse_message(message["data"])))
+                    continue
+                if time.monotonic() >= next_beat:
+                    yield from self._new(self.store.read_events(self.job_id, self.last))
+                    if self.finished:
+                        break
+                    if self.store.get(self.job_id) is None:
+                        log.info("job %s expired while streaming", self.job_id)
+                        break
+                    yield HEARTBEAT
+                    next_beat = time.monotonic() + self.heartbeat
+        except redis.RedisError as exc:
+            log.warning("job %s: relay lost Redis (%s); closing the stream", self.job_id, exc)
+        except GeneratorExit:
+            log.debug("job %s: client went away at event %d", self.job_id, self.last)
+            raise
+        finally:
+            with contextlib.suppress(redis.RedisError):
+                pubsub.close()
+
+    @staticmethod
+    def _await_subscription(pubsub: redis.client.PubSub) -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=deadline - time.monotonic())
+            if message is not None and message["type"] == "subscribe":
+                return
+        raise redis.TimeoutError("no subscription confirmation from Redis")
