@@ -1,4 +1,4 @@
-"""Specification tests for worker.sse_parser (WHATWG event-stream parsing, incremental)."""
+"""Specification tests for sluice.sse_parser (WHATWG event-stream parsing, incremental)."""
 
 from __future__ import annotations
 
