@@ -12,7 +12,7 @@ from sluice.settings import Settings
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Application factory; tests pass their own ``Settings``."""
-    from gateway import health, jobs, models_api, page
+    from gateway import health, jobs, openai_compat, page, upstream_api
     from gateway.errors import register_error_handlers
     from gateway.services import Services
 
@@ -25,7 +25,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["sluice"] = Services.build(settings)
     register_error_handlers(app)
     app.register_blueprint(jobs.bp)
-    app.register_blueprint(models_api.bp)
+    app.register_blueprint(upstream_api.bp)
+    app.register_blueprint(openai_compat.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(page.bp)
     upstream = settings.openai_base_url

@@ -10,7 +10,7 @@ from gateway.body import json_object
 from gateway.feed import JobFeed
 from gateway.relay import SSE_HEADERS, sse_body
 from gateway.schemas import ChatParameters
-from gateway.services import services
+from gateway.services import services, user_upstream_key
 from gateway.submit import submit_job
 from sluice.errors import InvalidRequest, NotFound
 from sluice.jobs import Job
@@ -40,7 +40,9 @@ def create_job():  # type: ignore[no-untyped-def]
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= 255:
         raise InvalidRequest("Idempotency-Key must be 1 to 255 characters", param="Idempotency-Key")
-    job, _created = submit_job(services(), params, idempotency_key=key)
+    job, _created = submit_job(
+        services(), params, idempotency_key=key, upstream_key=user_upstream_key()
+    )
     body = {
         "id": job.id,
         "object": "sluice.job",

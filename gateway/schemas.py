@@ -65,6 +65,7 @@ class ChatParameters(BaseModel):
         | None
     ) = None
     max_tokens: Annotated[int, Field(ge=0)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=0)] | None = None
     presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     logit_bias: (
@@ -72,6 +73,7 @@ class ChatParameters(BaseModel):
         | None
     ) = None
     user: Annotated[str, StringConstraints(max_length=256)] | None = None
+    seed: int | None = None
 
     @field_validator("logit_bias")
     @classmethod
@@ -81,6 +83,42 @@ class ChatParameters(BaseModel):
                 raise ValueError(f"keys must be token ids (digits), got {key!r}")
         return value
 
-    def upstream_parameters(self) -> dict[str, Any]:
-        """The optional parameters to forward, without the ones left unset."""
-        return self.model_dump(exclude={"model", "messages"}, exclude_none=True)
+    @model_validator(mode="after")
+    def _one_token_limit(self) -> ChatParameters:
+        both = self.max_tokens is not None and self.max_completion_tokens is not None
+        if both and self.max_tokens != self.max_completion_tokens:
+            raise PydanticCustomError(
+                "conflicting_limits",
+                "give max_tokens or max_completion_tokens, not both",
+                {"param": "max_completion_tokens"},
+            )
+        return self
+
+    @property
+    def reply_limit(self) -> int | None:
+        """The answer's token limit (``max_completion_tokens`` is OpenAI's newer name)."""
+        return self.max_completion_tokens or self.max_tokens or None
+
+    def optional_parameters(self) -> dict[str, Any]:
+        """The optional parameters that were set, with one ``max_tokens``."""
+        out = self.model_dump(
+            exclude={"model", "messages", "max_completion_tokens", "stream", "stream_options"},
+            exclude_none=True,
+        )
+        out.pop("max_tokens", None)
+        if self.reply_limit:
+            out["max_tokens"] = self.reply_limit
+        return out
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(ChatParameters):
+    """``POST /v1/chat/completions``: OpenAI's request, run as a Sluice job."""
+
+    stream: bool = False
+    stream_options: StreamOptions | None = None

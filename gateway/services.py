@@ -9,6 +9,7 @@ from celery import Celery
 from flask import current_app
 
 from sluice.jobs import JobStore
+from sluice.keyvault import KeyVault, vault_for
 from sluice.queue import make_celery
 from sluice.redis_conn import make_redis
 from sluice.settings import Settings
@@ -20,12 +21,24 @@ class Services:
     redis: redis.Redis
     store: JobStore
     celery: Celery
+    vault: KeyVault | None
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
         client = make_redis(settings)
-        return cls(settings, client, JobStore(client, settings), make_celery(settings))
+        vault = vault_for(settings.secret_key, settings.max_job_age)
+        return cls(settings, client, JobStore(client, settings), make_celery(settings), vault)
 
 
 def services() -> Services:
     return current_app.extensions["sluice"]
+
+
+def user_upstream_key() -> str | None:
+    """The caller's own upstream key (``X-Upstream-Api-Key``), if it sent one."""
+    from flask import request
+
+    from sluice.keyvault import validate_user_key
+
+    value = request.headers.get("X-Upstream-Api-Key")
+    return None if value is None else validate_user_key(value)

@@ -6,10 +6,11 @@ import logging
 
 from gateway.schemas import ChatParameters
 from gateway.services import Services
-from sluice.errors import ServiceUnavailable
+from sluice.errors import InvalidRequest, ServiceUnavailable
 from sluice.events import ERROR, Event
 from sluice.jobs import Job
 from sluice.models import lookup
+from sluice.params import upstream_parameters
 from sluice.queue import RUN_JOB_TASK
 from sluice.tokens import fit_to_context
 
@@ -17,15 +18,34 @@ log = logging.getLogger("sluice.gateway")
 
 
 def submit_job(
-    svc: Services, params: ChatParameters, *, owner: str = "", idempotency_key: str | None = None
+    svc: Services,
+    params: ChatParameters,
+    *,
+    owner: str = "",
+    idempotency_key: str | None = None,
+    upstream_key: str | None = None,
 ) -> tuple[Job, bool]:
-    """Store and enqueue a job; returns ``(job, created)`` (False: idempotent replay)."""
+    """Store and enqueue a job; returns ``(job, created)`` (False: idempotent replay).
+
+    ``upstream_key`` is a user's own key for this job only; it is stored encrypted.
+    """
+    sealed = None
+    if upstream_key is not None:
+        if svc.vault is None:
+            raise InvalidRequest(
+                "this server does not accept per-request upstream keys (SLUICE_SECRET_KEY is "
+                "not set)",
+                param="X-Upstream-Api-Key",
+            )
+        sealed = svc.vault.seal(upstream_key)
     info = lookup(params.model, svc.settings.default_context_window)
     messages = [m.model_dump(exclude_none=True) for m in params.messages]
-    fitted = fit_to_context(messages, info, params.max_tokens, svc.settings.reply_reserve_tokens)
-    request = {"model": params.model, "messages": fitted.messages, **params.upstream_parameters()}
-    if request.get("max_tokens") == 0:
-        del request["max_tokens"]  # 0 means no limit
+    fitted = fit_to_context(messages, info, params.reply_limit, svc.settings.reply_reserve_tokens)
+    request = {
+        "model": params.model,
+        "messages": fitted.messages,
+        **upstream_parameters(info, params.optional_parameters()),
+    }
     job, created = svc.store.create(
         model=params.model,
         request=request,
@@ -33,6 +53,7 @@ def submit_job(
         truncated_messages=fitted.dropped,
         owner=owner,
         idempotency_key=idempotency_key,
+        sealed_upstream_key=sealed,
     )
     if not created:
         return job, False

@@ -68,11 +68,24 @@ class ServiceUnavailable(SluiceError):
     status = 503
 
 
+PASSED_THROUGH_STATUSES = frozenset({400, 401, 403, 404, 409, 422, 429})
+
+
 class UpstreamError(SluiceError):
-    """The upstream answered with an error status or an error inside its stream."""
+    """The upstream answered with an error status or an error inside its stream.
+
+    Answered to the client with the upstream's own status when it is about the request
+    (a bad key is a 401, a rate limit a 429), otherwise as a 502 Bad Gateway.
+    """
 
     type = "upstream_error"
-    status = 502
+    default_status = 502
+
+    @property
+    def status(self) -> int:  # type: ignore[override]
+        if self.upstream_status in PASSED_THROUGH_STATUSES:
+            return self.upstream_status
+        return self.default_status
 
     def __init__(
         self,
@@ -112,7 +125,7 @@ class UpstreamTimeout(UpstreamError):
     """The upstream did not connect, or went silent longer than the read timeout."""
 
     type = "upstream_timeout"
-    status = 504
+    default_status = 504
 
 
 class UpstreamConnectionError(UpstreamError):

@@ -11,7 +11,7 @@ import contextlib
 import json
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -65,6 +65,8 @@ class Job:
     truncated_messages: int
     request: dict[str, Any]
     owner: str
+    # a user's own upstream key, encrypted (sluice.keyvault); None: use the server's key
+    sealed_upstream_key: str | None = field(default=None, repr=False)
 
     @property
     def ended(self) -> bool:
@@ -88,6 +90,7 @@ class Job:
             truncated_messages=int(h.get("truncated_messages", 0)),
             request=json.loads(h.get("request", "{}")),
             owner=h.get("owner", ""),
+            sealed_upstream_key=h.get("upstream_key") or None,
         )
 
 
@@ -110,6 +113,7 @@ class JobStore:
         truncated_messages: int,
         owner: str = "",
         idempotency_key: str | None = None,
+        sealed_upstream_key: str | None = None,
     ) -> tuple[Job, bool]:
         """Store a new queued job; returns ``(job, created)``.
 
@@ -137,6 +141,8 @@ class JobStore:
             "request": json.dumps(request, ensure_ascii=False),
             "owner": owner,
         }
+        if sealed_upstream_key:
+            mapping["upstream_key"] = sealed_upstream_key
         key = self.keys.job(job_id)
         with self.redis.pipeline() as pipe:
             pipe.hset(key, mapping=mapping)

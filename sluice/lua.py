@@ -11,6 +11,7 @@ from __future__ import annotations
 # KEYS: job hash, event log, live channel
 # ARGV: attempt fence ('' = any), new status ('' = keep), now, ttl (>0 ends the job),
 #       max job age, number of entries k, k entries, then field/value pairs for the hash.
+# A terminal append also deletes the job's sealed upstream key: it is no longer needed.
 # Returns the id of the last appended event, or a negative code:
 #   -1 no such job, -2 job already ended, -3 attempt superseded.
 APPEND = """
@@ -30,6 +31,7 @@ for i = 7 + k, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 local ttl = tonumber(ARGV[4])
 if ttl > 0 then
   redis.call('HSET', KEYS[1], 'finished_at', ARGV[3])
+  redis.call('HDEL', KEYS[1], 'upstream_key')
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('EXPIRE', KEYS[2], ttl)
 end

@@ -19,6 +19,9 @@ class ModelInfo:
     context_window: int
     encoding: str
     known: bool = True
+    # OpenAI reasoning models (o-series, gpt-5): they take max_completion_tokens and
+    # refuse non-default sampling parameters (see sluice/params.py)
+    reasoning: bool = False
 
 
 # family prefix -> (context window, encoding); sources: OpenAI's model pages.
@@ -43,11 +46,19 @@ KNOWN_MODELS: dict[str, tuple[int, str]] = {
     "gpt-3.5-turbo": (16_385, CL100K),
 }
 _PREFIXES = sorted(KNOWN_MODELS, key=len, reverse=True)
+REASONING_FAMILIES = ("o1", "o3", "o4", "gpt-5")
+NOT_REASONING = ("gpt-5-chat",)
+
+
+def is_reasoning(model: str) -> bool:
+    if model.startswith(NOT_REASONING):
+        return False
+    return any(model == f or model.startswith((f + "-", f + ".")) for f in REASONING_FAMILIES)
 
 
 def lookup(model: str, default_context_window: int) -> ModelInfo:
     for prefix in _PREFIXES:
         if model == prefix or model.startswith(prefix + "-") or model.startswith(prefix + "."):
             window, encoding = KNOWN_MODELS[prefix]
-            return ModelInfo(model, window, encoding)
+            return ModelInfo(model, window, encoding, reasoning=is_reasoning(model))
     return ModelInfo(model, default_context_window, O200K, known=False)

@@ -54,6 +54,9 @@ class Settings:
     models_cache_ttl: float = 60.0
     # Largest accepted request body, in bytes.
     max_body_bytes: int = 1_000_000
+    # Encrypts the upstream keys users bring per request (X-Upstream-Api-Key); the same
+    # value on every gateway and worker. Unset: per-request keys are refused.
+    secret_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -80,6 +83,7 @@ class Settings:
             "sse_retry_ms": _int("SLUICE_SSE_RETRY_MS", cls.sse_retry_ms),
             "models_cache_ttl": _float("SLUICE_MODELS_CACHE_TTL", cls.models_cache_ttl),
             "max_body_bytes": _int("SLUICE_MAX_BODY_BYTES", cls.max_body_bytes),
+            "secret_key": os.environ.get("SLUICE_SECRET_KEY") or None,
         }
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known

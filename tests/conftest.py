@@ -13,7 +13,6 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -21,9 +20,16 @@ import pytest
 from sluice.devredis import ensure_redis
 from sluice.fake_upstream import FakeUpstream
 from sluice.settings import Settings
-from tests.support import ProcessLogs, free_port, wait_ready, wait_until
+from tests.support import (
+    ROOT,
+    ProcessLogs,
+    RestartableGateway,
+    free_port,
+    stack_env,
+    wait_ready,
+    wait_until,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM_KEY = "sk-test-" + "k3y" * 8
 ARTIFACTS = ROOT / "test-artifacts"
 
@@ -60,26 +66,8 @@ def settings(
         upstream_connect_timeout=2.0,
         job_ttl=600,
         models_cache_ttl=0.5,
+        secret_key="test-secret-" + run,
     )
-
-
-def stack_env(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "SLUICE_"))}
-    env.update(
-        REDIS_URL=settings.redis_url,
-        OPENAI_API_KEY=settings.openai_api_key or "",
-        OPENAI_BASE_URL=settings.openai_base_url,
-        SLUICE_KEY_PREFIX=settings.key_prefix,
-        SLUICE_QUEUE=settings.queue,
-        SLUICE_HEARTBEAT_INTERVAL=str(settings.heartbeat_interval),
-        SLUICE_UPSTREAM_READ_TIMEOUT=str(settings.upstream_read_timeout),
-        SLUICE_UPSTREAM_CONNECT_TIMEOUT=str(settings.upstream_connect_timeout),
-        SLUICE_JOB_TTL=str(settings.job_ttl),
-        SLUICE_MODELS_CACHE_TTL=str(settings.models_cache_ttl),
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra)
-    return env
 
 
 def start_worker(
@@ -135,3 +123,19 @@ def gateway_url(
 def client(gateway_url: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=gateway_url, timeout=30) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def restartable_gateway(
+    settings: Settings, process_logs: ProcessLogs, worker: subprocess.Popen[bytes]
+) -> Iterator[RestartableGateway]:
+    """A gateway of the module's own, on a fixed port, that a test may kill and restart."""
+    gateway = RestartableGateway(settings, process_logs, free_port())
+    gateway.start()
+    yield gateway
+    gateway.stop()
+
+
+@pytest.fixture(scope="module")
+def browser_gateway(restartable_gateway: RestartableGateway) -> RestartableGateway:
+    return restartable_gateway

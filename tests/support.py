@@ -7,14 +7,41 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from httpx_sse import connect_sse
+
+if TYPE_CHECKING:
+    from sluice.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def stack_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a stack process: this machine's, with the test settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "SLUICE_"))}
+    env.update(
+        REDIS_URL=settings.redis_url,
+        OPENAI_API_KEY=settings.openai_api_key or "",
+        OPENAI_BASE_URL=settings.openai_base_url,
+        SLUICE_KEY_PREFIX=settings.key_prefix,
+        SLUICE_QUEUE=settings.queue,
+        SLUICE_HEARTBEAT_INTERVAL=str(settings.heartbeat_interval),
+        SLUICE_UPSTREAM_READ_TIMEOUT=str(settings.upstream_read_timeout),
+        SLUICE_UPSTREAM_CONNECT_TIMEOUT=str(settings.upstream_connect_timeout),
+        SLUICE_JOB_TTL=str(settings.job_ttl),
+        SLUICE_MODELS_CACHE_TTL=str(settings.models_cache_ttl),
+        SLUICE_SECRET_KEY=settings.secret_key or "",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
 
 
 def free_port() -> int:
@@ -128,3 +155,38 @@ def create_job(client: httpx.Client, **body: Any) -> dict[str, Any]:
     response = client.post("/v1/jobs", json=body)
     assert response.status_code == 202, response.text
     return response.json()
+
+
+@dataclass
+class RestartableGateway:
+    """One gunicorn gateway on a fixed port, which a test can kill and start again."""
+
+    settings: Settings
+    logs: ProcessLogs
+    port: int
+    name: str = "gateway-restartable"
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        env = stack_env(self.settings, PORT=str(self.port), WEB_CONCURRENCY="1")
+        cmd = [
+            sys.executable, "-m", "gunicorn", "--no-control-socket", "--config",
+            "gunicorn.conf.py", "gateway.wsgi:app",
+        ]  # fmt: skip
+        self.process, log_path = self.logs.start(self.name, cmd, env, cwd=ROOT)
+        wait_ready(self.url, self.process, log_path)
+
+    def kill(self) -> None:
+        """SIGKILL the whole gateway (master and workers): a crash, not a shutdown."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(15)

@@ -19,7 +19,7 @@ GOOD = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 def api(redis_url: str) -> Iterator[FlaskClient]:
     settings = Settings.from_env(
         redis_url=redis_url, key_prefix="sluice-validation", queue="sluice-validation-unused",
-        max_body_bytes=100_000,
+        max_body_bytes=100_000, secret_key=None,
     )  # fmt: skip
     app = create_app(settings)
     with app.test_client() as client:
@@ -135,3 +135,14 @@ def test_unknown_routes_and_methods_answer_in_the_error_shape(api: FlaskClient) 
 def test_malformed_idempotency_key_is_a_400(api: FlaskClient) -> None:
     status, error = post(api, GOOD, headers={"Idempotency-Key": "k" * 300})
     assert status == 400 and error["error"]["param"] == "Idempotency-Key"
+
+
+def test_a_users_key_is_refused_when_the_server_has_no_secret(api: FlaskClient) -> None:
+    status, error = post(api, GOOD, headers={"X-Upstream-Api-Key": "sk-abc"})
+    assert status == 400 and error["error"]["param"] == "X-Upstream-Api-Key"
+    assert "SLUICE_SECRET_KEY" in error["error"]["message"]
+
+
+def test_a_malformed_users_key_is_a_400(api: FlaskClient) -> None:
+    status, error = post(api, GOOD, headers={"X-Upstream-Api-Key": "sk with spaces"})
+    assert status == 400 and error["error"]["param"] == "X-Upstream-Api-Key"

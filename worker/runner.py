@@ -17,6 +17,7 @@ import requests
 from sluice.errors import SluiceError, UpstreamError, UpstreamProtocolError
 from sluice.events import DONE, ERROR, STARTED, Event
 from sluice.jobs import AttemptSuperseded, Job, JobAlreadyEnded, JobGone, JobStore
+from sluice.keyvault import KeyVaultError, vault_for
 from sluice.models import lookup
 from sluice.settings import Settings
 from sluice.sse_parser import SSEDecoder, SSEProtocolError
@@ -71,7 +72,7 @@ class JobRunner:
         request = job.request
         reader = ChunkReader(int(request.get("n") or 1))
         decoder = SSEDecoder()
-        response = self.upstream.open_stream(request, self.settings.openai_api_key)
+        response = self.upstream.open_stream(request, self._api_key(job))
         watcher.attach(response)
         saw_done = False
         first_delta_at: float | None = None
@@ -104,6 +105,15 @@ class JobRunner:
                 "the upstream closed the stream before the completion finished"
             )
         self._succeed(job, attempt, reader, started)
+
+    def _api_key(self, job: Job) -> str | None:
+        """The user's own key for this job if it brought one, else the server's."""
+        if job.sealed_upstream_key is None:
+            return self.settings.openai_api_key
+        vault = vault_for(self.settings.secret_key, self.settings.max_job_age)
+        if vault is None:
+            raise KeyVaultError("the job carries a user key but SLUICE_SECRET_KEY is not set")
+        return vault.open(job.sealed_upstream_key)
 
     def _relay(self, job: Job, attempt: int, reader: ChunkReader, sse_events: list[Any]) -> bool:
         """Append the deltas of these upstream events in one round trip; True at [DONE]."""

@@ -13,8 +13,8 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from sluice.fake_upstream import FakeUpstream, expected_reply
-from tests.browser.conftest import Gateway
 from tests.conftest import ARTIFACTS
+from tests.support import RestartableGateway as Gateway
 
 pytestmark = pytest.mark.integration
 SCREENSHOTS = ARTIFACTS / "screenshots"
