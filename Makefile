@@ -16,7 +16,15 @@ $(STAMP): requirements.txt requirements-dev.txt
 run: $(STAMP)
 	$(PY) -m sluice.dev
 
+# the Node test's dependencies (eventsource-parser); skipped where there is no npm
+NODE_STAMP := web/node_modules/.installed
+$(NODE_STAMP): web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --silent
+	touch $(NODE_STAMP)
+
 test: $(STAMP)
+	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory $(NODE_STAMP); \
+	else echo "npm not found: the Node client test will be skipped"; fi
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -32,6 +33,10 @@ def main() -> int:
     # the Procfile calls `gunicorn` and `celery`: find the ones of this interpreter's venv
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
+    if not settings.secret_key:
+        # lets users bring their own upstream key (X-Upstream-Api-Key) in this session;
+        # a deployment sets one stable SLUICE_SECRET_KEY for all its processes
+        env["SLUICE_SECRET_KEY"] = secrets.token_urlsafe(32)
     redis_url, redis_process = ensure_redis(settings.redis_url)
     env["REDIS_URL"] = redis_url
     demo: FakeUpstream | None = None
