@@ -149,6 +149,15 @@ def text_of(events: list[Received], index: int = 0) -> str:
     return text
 
 
+def upstream_body(upstream: Any, prompt: str) -> dict[str, Any]:
+    """The request the fake upstream received whose last message is ``prompt``."""
+    for recorded in reversed(upstream.requests):
+        messages = (recorded.body or {}).get("messages") or []
+        if messages and messages[-1].get("content") == prompt:
+            return recorded.body  # type: ignore[no-any-return]
+    raise AssertionError(f"the upstream never saw {prompt!r}")
+
+
 def create_job(client: httpx.Client, **body: Any) -> dict[str, Any]:
     body.setdefault("model", "openai")
     body.setdefault("messages", [{"role": "user", "content": "Say hello"}])

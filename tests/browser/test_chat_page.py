@@ -15,6 +15,7 @@ from playwright.sync_api import Page, expect
 from sluice.fake_upstream import FakeUpstream, expected_reply
 from tests.conftest import ARTIFACTS
 from tests.support import RestartableGateway as Gateway
+from tests.support import upstream_body
 
 pytestmark = pytest.mark.integration
 SCREENSHOTS = ARTIFACTS / "screenshots"
@@ -30,14 +31,6 @@ def set_model(page: Page, model: str) -> None:
 def send(page: Page, text: str) -> None:
     page.fill("#prompt", text)
     page.press("#prompt", "Enter")
-
-
-def upstream_body(upstream: FakeUpstream, prompt: str) -> dict:
-    for recorded in reversed(upstream.requests):
-        messages = (recorded.body or {}).get("messages") or []
-        if messages and messages[-1].get("content") == prompt:
-            return recorded.body  # type: ignore[return-value]
-    raise AssertionError(f"the upstream never saw {prompt!r}")
 
 
 def stored_conversation(page: Page) -> list[dict]:

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from sluice.fake_upstream import FakeUpstream, expected_reply
-from tests.support import ROOT, RestartableGateway
+from tests.support import ROOT, RestartableGateway, upstream_body
 
 pytestmark = pytest.mark.integration
 
@@ -34,21 +34,13 @@ def start_cli(gateway_url: str, *args: str) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
-def body_for(upstream: FakeUpstream, text: str) -> dict:
-    for recorded in reversed(upstream.requests):
-        messages = (recorded.body or {}).get("messages") or []
-        if messages and messages[-1].get("content") == text:
-            return recorded.body  # type: ignore[return-value]
-    raise AssertionError(f"the upstream never saw {text!r}")
-
-
 def test_a_prompt_streams_to_stdout_and_usage_to_stderr(
     gateway_url: str, upstream: FakeUpstream
 ) -> None:
     prompt = f"cli {secrets.token_hex(3)}"
     result = cli(gateway_url, "--model", "openai", "--system", "Be brief.", prompt)
     assert result.returncode == 0, result.stderr
-    body = body_for(upstream, prompt)
+    body = upstream_body(upstream, prompt)
     assert result.stdout == expected_reply(body) + "\n"
     assert body["messages"][0] == {"role": "system", "content": "Be brief."}
     assert "[job job_" in result.stderr
@@ -64,11 +56,11 @@ def test_a_conversation_is_read_from_stdin(gateway_url: str, upstream: FakeUpstr
     ]
     result = cli(gateway_url, "--model", "openai", stdin=json.dumps(conversation))
     assert result.returncode == 0, result.stderr
-    assert body_for(upstream, last)["messages"] == conversation
+    assert upstream_body(upstream, last)["messages"] == conversation
     plain = f"plain text {secrets.token_hex(3)}"
     result = cli(gateway_url, "--model", "openai", stdin=plain)
     assert result.returncode == 0 and result.stdout.strip()
-    body_for(upstream, plain)
+    upstream_body(upstream, plain)
 
 
 def test_an_upstream_error_is_said_plainly_with_a_failing_exit(gateway_url: str) -> None:
@@ -105,7 +97,7 @@ def test_a_dropped_connection_resumes_without_loss_or_repeat(
     err = process.stderr.read() if process.stderr else ""
     assert process.wait(30) == 0, err
     assert "reconnecting" in err
-    expected = expected_reply(body_for(upstream, prompt))
+    expected = expected_reply(upstream_body(upstream, prompt))
     assert start + out == expected + "\n"  # nothing lost, nothing printed twice
 
 

@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from sluice.fake_upstream import FakeUpstream, expected_reasoning, expected_reply
-from tests.support import read_stream, text_of
+from tests.support import read_stream, text_of, upstream_body
 
 pytestmark = pytest.mark.integration
 
@@ -26,14 +26,6 @@ def prompt() -> str:
     return f"SDK says hi {secrets.token_hex(4)}"
 
 
-def body_for(upstream: FakeUpstream, text: str) -> dict:
-    for recorded in reversed(upstream.requests):
-        messages = (recorded.body or {}).get("messages") or []
-        if messages and messages[-1].get("content") == text:
-            return recorded.body  # type: ignore[return-value]
-    raise AssertionError(f"the upstream never saw {text!r}")
-
-
 def test_sdk_streams_chunks_with_usage(sdk: openai.OpenAI, upstream: FakeUpstream) -> None:
     text = prompt()
     stream = sdk.chat.completions.create(
@@ -44,7 +36,7 @@ def test_sdk_streams_chunks_with_usage(sdk: openai.OpenAI, upstream: FakeUpstrea
     )
     chunks = list(stream)
     content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert content == expected_reply(body_for(upstream, text))
+    assert content == expected_reply(upstream_body(upstream, text))
     assert chunks[0].choices[0].delta.role == "assistant"
     assert chunks[0].id.startswith("chatcmpl-job_")
     assert {c.object for c in chunks} == {"chat.completion.chunk"}
@@ -74,7 +66,7 @@ def test_sdk_gets_one_completion_without_streaming(
     result = sdk.chat.completions.create(
         model="openai", messages=[{"role": "user", "content": text}], n=2
     )
-    body = body_for(upstream, text)
+    body = upstream_body(upstream, text)
     assert result.object == "chat.completion"
     assert [c.message.content for c in result.choices] == [
         expected_reply(body, 0),
@@ -161,7 +153,7 @@ def test_reasoning_deltas_come_as_reasoning_content(
         for c in chunks
         if c.choices
     )
-    assert reasoning == expected_reasoning(body_for(upstream, text))
+    assert reasoning == expected_reasoning(upstream_body(upstream, text))
 
 
 def test_a_cancel_ends_an_sdk_stream_with_an_error(
@@ -194,6 +186,6 @@ def test_parameters_are_mapped_per_model_family(
 ) -> None:
     text = prompt()
     sdk.chat.completions.create(model=model, messages=[{"role": "user", "content": text}], **sent)
-    body = body_for(upstream, text)
+    body = upstream_body(upstream, text)
     tunables = {"max_tokens", "max_completion_tokens", "temperature", "top_p", "presence_penalty"}
     assert {k: v for k, v in body.items() if k in tunables} == expected

@@ -10,23 +10,13 @@ import pytest
 
 from sluice.fake_upstream import FakeUpstream, expected_reasoning, expected_reply
 from sluice.tokens import count_text
-from tests.support import Received, create_job, read_stream, text_of
+from tests.support import Received, create_job, read_stream, text_of, upstream_body
 
 pytestmark = pytest.mark.integration
 
 
 def unique_prompt() -> str:
     return f"Tell me something ({secrets.token_hex(6)})"
-
-
-def upstream_body(upstream: FakeUpstream, prompt: str) -> dict:
-    """The request the upstream received for the job whose last message is ``prompt``."""
-    for recorded in reversed(upstream.requests):
-        body = recorded.body or {}
-        messages = body.get("messages") or []
-        if messages and messages[-1].get("content") == prompt:
-            return body
-    raise AssertionError(f"the upstream never saw {prompt!r}")
 
 
 def run_job(client: httpx.Client, model: str = "openai", **body) -> tuple[dict, list[Received]]:
