@@ -8,9 +8,10 @@ connection drops can resume with ``/v1/jobs/<id>/events``.
 
 Choices made here:
 
-* A streamed answer's headers wait for the job's first delta (up to one heartbeat
-  interval): a job that fails before it produced anything (a bad key, a rate limit)
-  answers with the HTTP error status, which SDKs turn into their typed exceptions.
+* A streamed answer's headers wait for the job's first delta (up to 20 s: retries of a
+  refused upstream request fit, and PaaS routers still see a first byte in time). A job
+  that fails before it produced anything (a bad key, a rate limit) answers with the HTTP
+  error status, which SDKs turn into their typed exceptions.
 * A failure after the first chunk is a ``data: {"error": …}`` frame (which openai-python
   raises as ``APIError``), then ``data: [DONE]``. So is a cancel, and a ``reset`` after
   text was sent: OpenAI's format has no way to take text back.
@@ -18,6 +19,7 @@ Choices made here:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from itertools import chain
 from typing import Any
@@ -214,13 +216,19 @@ def completion(job: Job, transcript: Transcript) -> dict[str, Any]:
     }
 
 
+FIRST_BYTE_WAIT = 20.0  # below the 30 s some PaaS routers allow before the first byte
+
+
 def _first_decisive(items: Iterator[Item]) -> list[Item]:
-    """Events up to the first delta or terminal event, or the first heartbeat."""
+    """Events up to the first delta or terminal event, for at most ``FIRST_BYTE_WAIT``."""
     head: list[Item] = []
+    deadline = time.monotonic() + FIRST_BYTE_WAIT
     for item in items:
         head.append(item)
         if item is HEARTBEAT:
-            break
+            if time.monotonic() >= deadline:
+                break
+            continue
         assert isinstance(item, tuple)
         kind = Event.from_entry(item[1]).type
         if kind == DELTA or kind in TERMINAL_EVENTS:

@@ -69,6 +69,7 @@ class ServiceUnavailable(SluiceError):
 
 
 PASSED_THROUGH_STATUSES = frozenset({400, 401, 403, 404, 409, 422, 429})
+RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 
 
 class UpstreamError(SluiceError):
@@ -80,6 +81,8 @@ class UpstreamError(SluiceError):
 
     type = "upstream_error"
     default_status = 502
+    # worth another try before any text was sent (429, 5xx, a connection error)
+    retryable = False
 
     @property
     def status(self) -> int:  # type: ignore[override]
@@ -99,6 +102,9 @@ class UpstreamError(SluiceError):
         self.upstream_status = upstream_status
         self.code = code
         self.upstream_type = upstream_type
+        self.retry_after: float | None = None
+        if upstream_status in RETRYABLE_STATUSES:
+            self.retryable = True
 
     def to_dict(self) -> dict[str, Any]:
         body = super().to_dict()
@@ -132,6 +138,7 @@ class UpstreamConnectionError(UpstreamError):
     """The connection to the upstream failed or broke."""
 
     type = "upstream_connection_error"
+    retryable = True
 
 
 class UpstreamProtocolError(UpstreamError):

@@ -18,7 +18,7 @@ import redis
 
 from sluice import lua
 from sluice.errors import SluiceError
-from sluice.events import CANCELLED, TERMINAL_EVENTS, Event, Transcript, fold
+from sluice.events import CANCELLED, ERROR, TERMINAL_EVENTS, Event, Transcript, fold
 from sluice.keys import Keys
 from sluice.settings import Settings
 
@@ -43,6 +43,7 @@ _APPEND_ERRORS: dict[int, type[SluiceError]] = {
     -1: JobGone,
     -2: JobAlreadyEnded,
     -3: AttemptSuperseded,
+    -4: AttemptSuperseded,  # the log moved on without this writer
 }
 
 
@@ -65,6 +66,7 @@ class Job:
     truncated_messages: int
     request: dict[str, Any]
     owner: str
+    queue: str = ""
     # a user's own upstream key, encrypted (sluice.keyvault); None: use the server's key
     sealed_upstream_key: str | None = field(default=None, repr=False)
 
@@ -90,6 +92,7 @@ class Job:
             truncated_messages=int(h.get("truncated_messages", 0)),
             request=json.loads(h.get("request", "{}")),
             owner=h.get("owner", ""),
+            queue=h.get("queue", ""),
             sealed_upstream_key=h.get("upstream_key") or None,
         )
 
@@ -101,6 +104,8 @@ class JobStore:
         self.keys = Keys(settings.key_prefix)
         self._append = client.register_script(lua.APPEND)
         self._claim = client.register_script(lua.CLAIM)
+        self._renew = client.register_script(lua.RENEW)
+        self._reap = client.register_script(lua.REAP)
 
     # -- creating and reading -------------------------------------------------------------
 
@@ -140,6 +145,7 @@ class JobStore:
             "truncated_messages": truncated_messages,
             "request": json.dumps(request, ensure_ascii=False),
             "owner": owner,
+            "queue": self.settings.queue,
         }
         if sealed_upstream_key:
             mapping["upstream_key"] = sealed_upstream_key
@@ -165,8 +171,50 @@ class JobStore:
     # -- state changes --------------------------------------------------------------------
 
     def claim(self, job_id: str) -> int:
-        """Mark a queued job running; returns the attempt number, or 0 if not claimable."""
-        return int(self._claim(keys=[self.keys.job(job_id)], args=[repr(time.time())]))
+        """Mark a queued job running and take its lease; returns the attempt number, or 0
+        if the job is not queued (a duplicate delivery, or it ended or expired)."""
+        now = time.time()
+        keys = [self.keys.job(job_id), self.keys.leases]
+        return int(self._claim(keys=keys, args=[job_id, repr(now), now + self.settings.lease_ttl]))
+
+    def renew(self, job_id: str, attempt: int) -> bool:
+        """Extend the lease; False when this attempt no longer owns the running job."""
+        keys = [self.keys.job(job_id), self.keys.leases]
+        until = time.time() + self.settings.lease_ttl
+        return bool(self._renew(keys=keys, args=[job_id, attempt, until]))
+
+    def expired_leases(self, limit: int = 100) -> list[str]:
+        """Ids of running jobs whose lease has run out (their worker is presumably dead)."""
+        return list(
+            self.redis.zrangebyscore(self.keys.leases, "-inf", time.time(), start=0, num=limit)
+        )
+
+    def reap(self, job_id: str) -> int:
+        """Restart (or, at the attempt limit, fail) a job whose lease ran out.
+
+        Returns the next attempt number when the job went back to the queue (the caller
+        enqueues it), -1 when it failed with ``worker_lost``, 0 when nothing was due.
+        """
+        error = {
+            "type": "worker_lost",
+            "message": f"the worker running this job was lost "
+            f"({self.settings.max_attempts} attempts)",
+        }
+        keys = [
+            self.keys.job(job_id),
+            self.keys.events(job_id),
+            self.keys.channel(job_id),
+            self.keys.leases,
+        ]
+        args = [
+            job_id,
+            repr(time.time()),
+            self.settings.max_attempts,
+            self.settings.job_ttl,
+            self.settings.max_job_age,
+            Event(ERROR, {"error": error}).entry(),
+        ]
+        return int(self._reap(keys=keys, args=args))
 
     def append(
         self,
@@ -174,13 +222,16 @@ class JobStore:
         events: list[Event],
         *,
         attempt: int | None = None,
+        expect_last: int | None = None,
         status: str | None = None,
         fields: dict[str, str | int | float] | None = None,
     ) -> int:
         """Append events (one round trip); returns the id of the last one.
 
         A terminal event as the last element ends the job: its status is set and its keys
-        get the finished-job TTL. Raises ``JobGone``, ``JobAlreadyEnded`` or
+        get the finished-job TTL. ``expect_last`` (with ``attempt``) is the id of the last
+        event this writer knows of: a retried call whose first try was applied returns the
+        same ids instead of writing twice. Raises ``JobGone``, ``JobAlreadyEnded`` or
         ``AttemptSuperseded`` when the write is refused.
         """
         if not events:
@@ -191,7 +242,9 @@ class JobStore:
             status = STATUS_OF_TERMINAL_EVENT[last.type]
             ttl = self.settings.job_ttl
         args: list[Any] = [
+            job_id,
             "" if attempt is None else str(attempt),
+            "" if expect_last is None else str(expect_last),
             status or "",
             repr(time.time()),
             ttl,
@@ -201,7 +254,12 @@ class JobStore:
         ]
         for name, value in (fields or {}).items():
             args += [name, value]
-        keys = [self.keys.job(job_id), self.keys.events(job_id), self.keys.channel(job_id)]
+        keys = [
+            self.keys.job(job_id),
+            self.keys.events(job_id),
+            self.keys.channel(job_id),
+            self.keys.leases,
+        ]
         result = int(self._append(keys=keys, args=args))
         if result < 0:
             raise _APPEND_ERRORS[result](f"job {job_id}: event refused ({result})")

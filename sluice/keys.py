@@ -28,6 +28,6 @@ class Keys:
         return f"{self.prefix}:idem:{key}"
 
     @property
-    def cancellations(self) -> str:
-        """Pub/sub channel on which every cancelled job id is announced to the workers."""
-        return f"{self.prefix}:cancellations"
+    def leases(self) -> str:
+        """Sorted set: running jobs by the time their worker's lease runs out."""
+        return f"{self.prefix}:leases"

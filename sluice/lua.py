@@ -2,49 +2,125 @@
 
 Why Lua: the event id must be assigned, the event stored and published, and the job's
 status checked (a cancelled job takes no more events; a superseded attempt cannot write)
-in one step, or a concurrent cancel or a duplicate worker could interleave with it.
-All keys of a job share one hash tag, so the scripts also run on Redis Cluster.
+in one step, or a concurrent cancel, a reaper or a duplicate worker could interleave.
+
+A job's own keys share one hash tag. The lease index (a sorted set of running jobs by
+lease expiry) is one key for all jobs, which ties the scripts to one Redis server (or a
+Sentinel-managed primary); see docs/scaling.md for Cluster.
 """
 
 from __future__ import annotations
 
-# KEYS: job hash, event log, live channel
-# ARGV: attempt fence ('' = any), new status ('' = keep), now, ttl (>0 ends the job),
-#       max job age, number of entries k, k entries, then field/value pairs for the hash.
-# A terminal append also deletes the job's sealed upstream key: it is no longer needed.
+# Shared tail of APPEND and REAP: end the job (status, finished time, TTLs, lease, key).
+_END_JOB = """
+local function end_job(job, events, leases, job_id, status, now, ttl)
+  redis.call('HSET', job, 'status', status, 'finished_at', now)
+  redis.call('HDEL', job, 'upstream_key')
+  redis.call('EXPIRE', job, ttl)
+  redis.call('EXPIRE', events, ttl)
+  redis.call('ZREM', leases, job_id)
+end
+local function push(events, channel, job, entries, max_age)
+  local n = redis.call('RPUSH', events, unpack(entries))
+  if n == #entries then redis.call('EXPIRE', events, max_age) end
+  local lines = {}
+  for i = 1, #entries do lines[i] = (n - #entries + i) .. ' ' .. entries[i] end
+  redis.call('PUBLISH', channel, table.concat(lines, '\\n'))
+  redis.call('HSET', job, 'last_event_id', n)
+  return n
+end
+"""
+
+# KEYS: job hash, event log, live channel, lease index
+# ARGV: job id, attempt fence ('' = any), expected last event id ('' = any),
+#       new status ('' = keep), now, ttl (>0: the last entry ends the job with status
+#       ARGV[4]), max job age, number of entries k, k entries, then field/value pairs.
+# A writer with an attempt fence must own the running job: a job put back in the queue
+# by the reaper, or claimed by a newer attempt, refuses the old worker's events.
+# With an expected last id, a batch that is already in the log (a call retried after its
+# reply was lost) returns its last id again instead of being written twice.
 # Returns the id of the last appended event, or a negative code:
-#   -1 no such job, -2 job already ended, -3 attempt superseded.
-APPEND = """
+#   -1 no such job, -2 job already ended, -3 attempt superseded, -4 out of sequence.
+APPEND = (
+    _END_JOB
+    + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return -1 end
 if status == 'succeeded' or status == 'failed' or status == 'cancelled' then return -2 end
-if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return -3 end
-local k = tonumber(ARGV[6])
-local n = redis.call('RPUSH', KEYS[2], unpack(ARGV, 7, 6 + k))
-if n == k then redis.call('EXPIRE', KEYS[2], tonumber(ARGV[5])) end
-local lines = {}
-for i = 1, k do lines[i] = (n - k + i) .. ' ' .. ARGV[6 + i] end
-redis.call('PUBLISH', KEYS[3], table.concat(lines, '\\n'))
-redis.call('HSET', KEYS[1], 'last_event_id', n)
-if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'status', ARGV[2]) end
-for i = 7 + k, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-local ttl = tonumber(ARGV[4])
-if ttl > 0 then
-  redis.call('HSET', KEYS[1], 'finished_at', ARGV[3])
-  redis.call('HDEL', KEYS[1], 'upstream_key')
-  redis.call('EXPIRE', KEYS[1], ttl)
-  redis.call('EXPIRE', KEYS[2], ttl)
+if ARGV[2] ~= '' then
+  if status ~= 'running' or redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[2] then
+    return -3
+  end
+end
+local k = tonumber(ARGV[8])
+if ARGV[3] ~= '' then
+  local last = tonumber(redis.call('HGET', KEYS[1], 'last_event_id') or '0')
+  if last == tonumber(ARGV[3]) + k then return last end
+  if last ~= tonumber(ARGV[3]) then return -4 end
+end
+local n = push(KEYS[2], KEYS[3], KEYS[1], {unpack(ARGV, 9, 8 + k)}, tonumber(ARGV[7]))
+for i = 9 + k, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if tonumber(ARGV[6]) > 0 then
+  end_job(KEYS[1], KEYS[2], KEYS[4], ARGV[1], ARGV[4], ARGV[5], tonumber(ARGV[6]))
+elseif ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[1], 'status', ARGV[4])
 end
 return n
 """
+)
 
-# KEYS: job hash.  ARGV: now.
-# Moves a queued job to running and returns its new attempt number; returns 0 when the job
-# is not queued (already running elsewhere, ended, or gone), so a duplicate delivery of the
-# Celery message cannot start a second stream.
+# KEYS: job hash, lease index.  ARGV: job id, now, lease expiry.
+# Moves a queued job to running, takes its lease, and returns the new attempt number;
+# returns 0 when the job is not queued (running elsewhere, ended, or gone), so a duplicate
+# delivery of the Celery message cannot start a second stream.
 CLAIM = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
-redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
+redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[2], 'lease_until', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 return attempt
 """
+
+# KEYS: job hash, lease index.  ARGV: job id, attempt, lease expiry.
+# Extends the lease of a job this attempt still owns; returns 1, or 0 if it lost the job
+# (cancelled, ended, reaped, or taken over by a newer attempt).
+RENEW = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'lease_until', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+return 1
+"""
+
+# KEYS: job hash, event log, live channel, lease index
+# ARGV: job id, now, max attempts, finished-job ttl, max job age, the worker_lost error entry
+# For a running job whose lease expired (its worker died): below the attempt limit, append
+# a `reset` event and put the job back in the queue (returns the next attempt number, for
+# the caller to enqueue it); at the limit, fail it with worker_lost (returns -1). Returns 0
+# when there is nothing to do (the lease was renewed meanwhile, or the job is not running).
+REAP = (
+    _END_JOB
+    + """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'running' then
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  return 0
+end
+local lease = tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '0')
+if lease > tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[4], lease, ARGV[1])
+  return 0
+end
+local attempt = tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0')
+if attempt >= tonumber(ARGV[3]) then
+  push(KEYS[2], KEYS[3], KEYS[1], {ARGV[6]}, tonumber(ARGV[5]))
+  end_job(KEYS[1], KEYS[2], KEYS[4], ARGV[1], 'failed', ARGV[2], tonumber(ARGV[4]))
+  return -1
+end
+local reset = 'reset {"reason":"worker_lost","attempt":' .. (attempt + 1) .. '}'
+push(KEYS[2], KEYS[3], KEYS[1], {reset}, tonumber(ARGV[5]))
+redis.call('HSET', KEYS[1], 'status', 'queued')
+redis.call('ZREM', KEYS[4], ARGV[1])
+return attempt + 1
+"""
+)

@@ -39,6 +39,17 @@ class Settings:
     job_ttl: int = 3600
     # Seconds an unfinished job's keys live at most (a safety net against leaks).
     max_job_age: int = 6 * 3600
+    # A running job's worker renews its lease every lease_ttl/3 s; a job whose lease ran
+    # out (its worker died) is restarted, up to max_attempts attempts in all.
+    lease_ttl: float = 10.0
+    max_attempts: int = 3
+    reaper_interval: float = 2.0
+    # Retries of a refused upstream request (429, 5xx, connection errors) before the first
+    # delta, and the longest Retry-After honoured (a longer one fails the job at once).
+    upstream_retries: int = 2
+    upstream_max_retry_delay: float = 20.0
+    # Seconds a worker keeps retrying to write to Redis before it gives the job up.
+    redis_outage_tolerance: float = 30.0
     # Upstream timeouts: connect, and the longest silence tolerated between bytes.
     upstream_connect_timeout: float = 10.0
     upstream_read_timeout: float = 120.0
@@ -69,6 +80,16 @@ class Settings:
             "queue": _env("SLUICE_QUEUE", cls.queue),
             "job_ttl": _int("SLUICE_JOB_TTL", cls.job_ttl),
             "max_job_age": _int("SLUICE_MAX_JOB_AGE", cls.max_job_age),
+            "lease_ttl": _float("SLUICE_LEASE_TTL", cls.lease_ttl),
+            "max_attempts": _int("SLUICE_MAX_ATTEMPTS", cls.max_attempts),
+            "reaper_interval": _float("SLUICE_REAPER_INTERVAL", cls.reaper_interval),
+            "upstream_retries": _int("SLUICE_UPSTREAM_RETRIES", cls.upstream_retries),
+            "upstream_max_retry_delay": _float(
+                "SLUICE_UPSTREAM_MAX_RETRY_DELAY", cls.upstream_max_retry_delay
+            ),
+            "redis_outage_tolerance": _float(
+                "SLUICE_REDIS_OUTAGE_TOLERANCE", cls.redis_outage_tolerance
+            ),
             "upstream_connect_timeout": _float(
                 "SLUICE_UPSTREAM_CONNECT_TIMEOUT", cls.upstream_connect_timeout
             ),

@@ -62,7 +62,7 @@ def error_from_response(
         upstream_type=type_,
     )
     if headers is not None:
-        error.retry_after = retry_after_seconds(headers)  # type: ignore[attr-defined]
+        error.retry_after = retry_after_seconds(headers)
     return error
 
 

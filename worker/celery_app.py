@@ -9,11 +9,14 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 
+from celery.signals import worker_ready
+
 from sluice.jobs import JobStore
 from sluice.logs import configure_logging
 from sluice.queue import RUN_JOB_TASK, make_celery
 from sluice.redis_conn import make_redis
 from sluice.settings import Settings
+from worker.reaper import Reaper
 from worker.runner import JobRunner
 from worker.upstream import Upstream
 
@@ -37,3 +40,18 @@ def runner() -> JobRunner:
 @app.task(name=RUN_JOB_TASK, ignore_result=True)
 def run_job(job_id: str) -> None:
     runner().run(job_id)
+
+
+def _enqueue(job_id: str, queue: str) -> None:
+    run_job.apply_async(args=[job_id], queue=queue)
+
+
+@worker_ready.connect
+def _start_reaper(**_kwargs: object) -> None:
+    Reaper(runner().store, _enqueue).start()
+    log.info(
+        "reaper started: leases of %.0fs, checked every %.0fs, %d attempts per job",
+        settings.lease_ttl,
+        settings.reaper_interval,
+        settings.max_attempts,
+    )

@@ -2,16 +2,26 @@
 
 The Celery task is a thin shell around ``JobRunner.run`` so this logic is testable
 without Celery, and so the task never raises: every failure becomes a terminal event.
+
+Deliberate behaviour (anchors part b, 5, 17, 21):
+
+* Before the first delta reaches the log, a refusal worth retrying (429, 5xx, a
+  connection error) is retried with backoff, honouring ``Retry-After``; once text was
+  sent there is no silent retry (it would duplicate or change the text): the job fails.
+* Appends carry the id of the last event this attempt wrote, so an append retried after a
+  lost reply (Redis restarting) is recognised as done instead of written twice; a Redis
+  outage shorter than ``SLUICE_REDIS_OUTAGE_TOLERANCE`` pauses the stream, it does not fail.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
+import random
 import time
 from typing import Any
 
+import redis
 import requests
 
 from sluice.errors import SluiceError, UpstreamError, UpstreamProtocolError
@@ -22,27 +32,31 @@ from sluice.models import lookup
 from sluice.settings import Settings
 from sluice.sse_parser import SSEDecoder, SSEProtocolError
 from sluice.tokens import count_text
+from sluice.upstream_errors import error_from_payload
 from worker.chunks import ChunkReader
 from worker.upstream import Upstream, map_read_error
-from worker.watch import CancelWatcher
+from worker.watcher import JobWatcher
 
 log = logging.getLogger("sluice.worker")
 
 _STOPPED = (JobAlreadyEnded, JobGone, AttemptSuperseded)
 
 
+def backoff(retry: int, retry_after: float | None) -> float:
+    """openai-python's schedule: 0.5 s doubling to 8 s, with jitter; Retry-After wins."""
+    if retry_after is not None:
+        return retry_after
+    return min(8.0, 0.5 * 2**retry) * random.uniform(0.75, 1.0)
+
+
 class JobRunner:
     def __init__(
-        self,
-        store: JobStore,
-        upstream: Upstream,
-        settings: Settings,
-        cancel_poll_interval: float = 0.5,
+        self, store: JobStore, upstream: Upstream, settings: Settings, poll_interval: float = 0.5
     ) -> None:
         self.store = store
         self.upstream = upstream
         self.settings = settings
-        self.cancel_poll_interval = cancel_poll_interval
+        self.poll_interval = poll_interval
 
     def run(self, job_id: str) -> None:
         attempt = self.store.claim(job_id)
@@ -50,72 +64,125 @@ class JobRunner:
             log.info("job %s: not queued (already running, ended or expired); skipping", job_id)
             return
         job = self.store.get(job_id)
-        if job is None:
-            return
-        started = time.monotonic()
-        try:
-            self.store.append(
-                job_id, [Event(STARTED, {"model": job.model, "attempt": attempt})], attempt=attempt
-            )
-            log.info("job %s started: attempt=%d model=%s", job_id, attempt, job.model)
-            with CancelWatcher(self.store, job_id, self.cancel_poll_interval) as watcher:
-                self._stream(job, attempt, watcher, started)
-        except _STOPPED as exc:
-            log.info("job %s stopped: %s", job_id, type(exc).__name__)
-        except SluiceError as exc:
-            self._fail(job, attempt, exc, started)
-        except Exception as exc:
-            log.exception("job %s: unexpected failure", job_id)
-            self._fail(job, attempt, SluiceError(f"internal error: {type(exc).__name__}"), started)
+        if job is not None:
+            JobRun(self, job, attempt).run()
 
-    def _stream(self, job: Job, attempt: int, watcher: CancelWatcher, started: float) -> None:
-        request = job.request
-        reader = ChunkReader(int(request.get("n") or 1))
+
+class JobRun:
+    """One attempt at one job."""
+
+    def __init__(self, runner: JobRunner, job: Job, attempt: int) -> None:
+        self.runner = runner
+        self.store = runner.store
+        self.settings = runner.settings
+        self.job = job
+        self.attempt = attempt
+        self.last_id = job.last_event_id  # the last event id in the log, as we know it
+        self.started = time.monotonic()
+        self.first_delta_at: float | None = None
+        self.reader = ChunkReader(int(job.request.get("n") or 1))
+
+    # -- writing events ---------------------------------------------------------------
+
+    def append(self, events: list[Event]) -> None:
+        """Append as this attempt, riding out a short Redis outage."""
+        deadline = time.monotonic() + self.settings.redis_outage_tolerance
+        delay = 0.2
+        while True:
+            try:
+                self.last_id = self.store.append(
+                    self.job.id, events, attempt=self.attempt, expect_last=self.last_id
+                )
+                return
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("job %s: Redis unavailable (%s); retrying", self.job.id, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    # -- the attempt ----------------------------------------------------------------------
+
+    def run(self) -> None:
+        job = self.job
+        try:
+            self.append([Event(STARTED, {"model": job.model, "attempt": self.attempt})])
+            log.info("job %s started: attempt=%d model=%s", job.id, self.attempt, job.model)
+            with JobWatcher(self.store, job.id, self.attempt, self.runner.poll_interval) as w:
+                self._stream_with_retries(w)
+        except _STOPPED as exc:
+            log.info("job %s stopped: %s", job.id, type(exc).__name__)
+        except SluiceError as exc:
+            self._fail(exc)
+        except Exception as exc:
+            log.exception("job %s: unexpected failure", job.id)
+            self._fail(SluiceError(f"internal error: {type(exc).__name__}"))
+
+    def _stream_with_retries(self, watcher: JobWatcher) -> None:
+        retries = self.settings.upstream_retries
+        for retry in range(retries + 1):
+            try:
+                self._stream_once(watcher)
+                return
+            except UpstreamError as exc:
+                delay = backoff(retry, getattr(exc, "retry_after", None))
+                if (
+                    self.reader.deltas  # text was sent: no silent retry
+                    or not exc.retryable
+                    or retry == retries
+                    or delay > self.settings.upstream_max_retry_delay
+                ):
+                    raise
+                log.info(
+                    "job %s: upstream %s (%s); retry %d of %d in %.1fs",
+                    self.job.id,
+                    exc.upstream_status or exc.type,
+                    exc.message,
+                    retry + 1,
+                    retries,
+                    delay,
+                )
+                if not watcher.sleep(delay):
+                    raise JobAlreadyEnded("stopped while waiting to retry") from None
+
+    def _stream_once(self, watcher: JobWatcher) -> None:
         decoder = SSEDecoder()
-        response = self.upstream.open_stream(request, self._api_key(job))
+        response = self.runner.upstream.open_stream(self.job.request, self._api_key())
         watcher.attach(response)
         saw_done = False
-        first_delta_at: float | None = None
         try:
             for chunk in response.iter_content(chunk_size=None):
-                saw_done = self._relay(job, attempt, reader, decoder.feed(chunk))
-                if first_delta_at is None and reader.deltas:
-                    first_delta_at = time.monotonic()
-                    log.info(
-                        "job %s: first delta after %.0f ms",
-                        job.id,
-                        (first_delta_at - started) * 1000,
-                    )
+                saw_done = self._relay(decoder.feed(chunk))
                 if saw_done:
                     break
             else:
-                saw_done = self._relay(job, attempt, reader, decoder.close())
+                saw_done = self._relay(decoder.close())
         except requests.RequestException as exc:
-            if watcher.cancelled:
-                raise JobAlreadyEnded("cancelled while reading") from None
+            if watcher.stopped:
+                raise JobAlreadyEnded("stopped while reading") from None
             raise map_read_error(exc) from None
         except SSEProtocolError as exc:
             raise UpstreamProtocolError(f"malformed stream from the upstream: {exc}") from None
         finally:
             response.close()
-        if watcher.cancelled:
-            raise JobAlreadyEnded("cancelled while reading")
-        if not saw_done and not reader.finished:
+        if watcher.stopped:
+            raise JobAlreadyEnded("stopped while reading")
+        if not saw_done and not self.reader.finished:
             raise UpstreamProtocolError(
                 "the upstream closed the stream before the completion finished"
             )
-        self._succeed(job, attempt, reader, started)
+        self._succeed()
 
-    def _api_key(self, job: Job) -> str | None:
+    def _api_key(self) -> str | None:
         """The user's own key for this job if it brought one, else the server's."""
-        if job.sealed_upstream_key is None:
+        if self.job.sealed_upstream_key is None:
             return self.settings.openai_api_key
         vault = vault_for(self.settings.secret_key, self.settings.max_job_age)
         if vault is None:
             raise KeyVaultError("the job carries a user key but SLUICE_SECRET_KEY is not set")
-        return vault.open(job.sealed_upstream_key)
+        return vault.open(self.job.sealed_upstream_key)
 
-    def _relay(self, job: Job, attempt: int, reader: ChunkReader, sse_events: list[Any]) -> bool:
+    def _relay(self, sse_events: list[Any]) -> bool:
         """Append the deltas of these upstream events in one round trip; True at [DONE]."""
         out: list[Event] = []
         done = False
@@ -128,15 +195,21 @@ class JobRunner:
             except ValueError:
                 raise UpstreamProtocolError("the upstream sent a chunk that is not JSON") from None
             if sse.event == "error":
-                from sluice.upstream_errors import error_from_payload
-
                 raise error_from_payload(payload)
-            out.extend(reader.consume(payload))
+            out.extend(self.reader.consume(payload))
         if out:
-            self.store.append(job.id, out, attempt=attempt)
+            self.append(out)
+            if self.first_delta_at is None:
+                self.first_delta_at = time.monotonic()
+                log.info(
+                    "job %s: first delta after %.0f ms",
+                    self.job.id,
+                    (self.first_delta_at - self.started) * 1000,
+                )
         return done
 
-    def _succeed(self, job: Job, attempt: int, reader: ChunkReader, started: float) -> None:
+    def _succeed(self) -> None:
+        job, reader = self.job, self.reader
         usage, estimated = reader.usage, False
         if usage is None:
             encoding = lookup(job.model, self.settings.default_context_window).encoding
@@ -152,26 +225,31 @@ class JobRunner:
             "usage": usage,
             "usage_estimated": estimated,
         }
-        self.store.append(job.id, [Event(DONE, data)], attempt=attempt)
+        self.append([Event(DONE, data)])
         log.info(
             "job %s succeeded: finish=%s usage=%s%s duration=%.2fs",
             job.id,
             ",".join(str(r) for r in data["finish_reasons"]),
             json.dumps(usage),
             " (estimated)" if estimated else "",
-            time.monotonic() - started,
+            time.monotonic() - self.started,
         )
 
-    def _fail(self, job: Job, attempt: int, exc: SluiceError, started: float) -> None:
+    def _fail(self, exc: SluiceError) -> None:
         error = exc.to_dict()
         if isinstance(exc, UpstreamError) and exc.upstream_type:
             error.setdefault("upstream_type", exc.upstream_type)
         log.warning(
             "job %s failed after %.2fs: %s: %s",
-            job.id,
-            time.monotonic() - started,
+            self.job.id,
+            time.monotonic() - self.started,
             exc.type,
             exc.message,
         )
-        with contextlib.suppress(_STOPPED):
-            self.store.append(job.id, [Event(ERROR, {"error": error})], attempt=attempt)
+        try:
+            self.append([Event(ERROR, {"error": error})])
+        except _STOPPED:
+            pass
+        except redis.RedisError as redis_exc:
+            # the lease runs out and the reaper restarts the job once Redis is back
+            log.error("job %s: cannot record the failure: %s", self.job.id, redis_exc)

@@ -84,6 +84,10 @@ class Upstream:
             return self.session.post(
                 f"{base}/chat/completions", json=body, headers=headers, stream=True, timeout=timeout
             )
+        except requests.ConnectTimeout as exc:
+            error = UpstreamTimeout(f"could not connect to the upstream in time ({_why(exc)})")
+            error.retryable = True
+            raise error from None
         except requests.Timeout as exc:
             raise UpstreamTimeout(f"the upstream did not answer in time ({_why(exc)})") from None
         except requests.RequestException as exc:
