@@ -16,7 +16,15 @@ _HTTP_TYPES = {404: "not_found", 405: "method_not_allowed", 415: "unsupported_me
 
 
 def error_response(error: SluiceError, status: int | None = None) -> tuple[Response, int]:
-    return jsonify({"error": error.to_dict()}), status or error.status
+    response = jsonify({"error": error.to_dict()})
+    add_retry_after(response, error)
+    return response, status or error.status
+
+
+def add_retry_after(response: Response, error: Exception) -> None:
+    retry_after = getattr(error, "retry_after", None)
+    if isinstance(retry_after, int):
+        response.headers["Retry-After"] = str(retry_after)
 
 
 def param_path(loc: tuple[int | str, ...]) -> str:

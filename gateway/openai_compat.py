@@ -28,7 +28,7 @@ from flask import Blueprint, Response, jsonify, request
 from pydantic import ValidationError
 
 from gateway.body import json_object
-from gateway.errors import from_validation_error
+from gateway.errors import add_retry_after, from_validation_error
 from gateway.feed import HEARTBEAT, Item, JobFeed
 from gateway.relay import SSE_HEADERS
 from gateway.schemas import ChatCompletionRequest
@@ -103,7 +103,9 @@ def _sluice_error(exc: SluiceError) -> Response:
     body = exc.to_dict()
     if exc.status < 500:
         body = {**body, "code": body.get("code") or exc.type, "type": "invalid_request_error"}
-    return error_response(body, exc.status)
+    response = error_response(body, exc.status)
+    add_retry_after(response, exc)
+    return response
 
 
 @bp.errorhandler(ValidationError)

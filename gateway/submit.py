@@ -6,7 +6,7 @@ import logging
 
 from gateway.schemas import ChatParameters
 from gateway.services import Services
-from sluice.errors import InvalidRequest, ServiceUnavailable
+from sluice.errors import InvalidRequest, Overloaded, ServiceUnavailable
 from sluice.events import ERROR, Event
 from sluice.jobs import Job
 from sluice.models import lookup
@@ -29,6 +29,12 @@ def submit_job(
 
     ``upstream_key`` is a user's own key for this job only; it is stored encrypted.
     """
+    waiting = svc.redis.llen(svc.settings.queue)
+    if waiting >= svc.settings.max_queued:
+        log.warning(
+            "refusing a job: %d jobs are waiting (limit %d)", waiting, svc.settings.max_queued
+        )
+        raise Overloaded(f"{waiting} jobs are waiting to run; try again shortly", retry_after=5)
     sealed = None
     if upstream_key is not None:
         if svc.vault is None:

@@ -72,6 +72,16 @@ PASSED_THROUGH_STATUSES = frozenset({400, 401, 403, 404, 409, 422, 429})
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 
 
+class Overloaded(ServiceUnavailable):
+    """Too many jobs are waiting; retry after ``retry_after`` seconds."""
+
+    type = "overloaded"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class UpstreamError(SluiceError):
     """The upstream answered with an error status or an error inside its stream.
 

@@ -63,6 +63,8 @@ class Settings:
     sse_retry_ms: int = 2000
     # Seconds GET /v1/models caches the upstream's list.
     models_cache_ttl: float = 60.0
+    # Jobs waiting in the queue beyond which new ones are refused (503 + Retry-After).
+    max_queued: int = 1000
     # Largest accepted request body, in bytes.
     max_body_bytes: int = 1_000_000
     # Encrypts the upstream keys users bring per request (X-Upstream-Api-Key); the same
@@ -103,6 +105,7 @@ class Settings:
             "heartbeat_interval": _float("SLUICE_HEARTBEAT_INTERVAL", cls.heartbeat_interval),
             "sse_retry_ms": _int("SLUICE_SSE_RETRY_MS", cls.sse_retry_ms),
             "models_cache_ttl": _float("SLUICE_MODELS_CACHE_TTL", cls.models_cache_ttl),
+            "max_queued": _int("SLUICE_MAX_QUEUED", cls.max_queued),
             "max_body_bytes": _int("SLUICE_MAX_BODY_BYTES", cls.max_body_bytes),
             "secret_key": os.environ.get("SLUICE_SECRET_KEY") or None,
         }

@@ -8,11 +8,14 @@ own key prefix and queue, so it never touches a developer's running instance.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -71,7 +74,10 @@ def settings(
 
 
 def start_worker(
-    settings: Settings, logs: ProcessLogs, name: str = "worker"
+    settings: Settings,
+    logs: ProcessLogs,
+    name: str = "worker",
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     cmd = [
         sys.executable, "-m", "celery", "--app", "worker.celery_app", "worker",
@@ -79,7 +85,7 @@ def start_worker(
         "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
         "--hostname", f"{name}-{secrets.token_hex(3)}@%h",
     ]  # fmt: skip
-    process, log_path = logs.start(name, cmd, stack_env(settings), cwd=ROOT)
+    process, log_path = logs.start(name, cmd, stack_env(settings, **(env or {})), cwd=ROOT)
     wait_until(lambda: "ready." in log_path.read_text(errors="replace"), 30, process, log_path)
     return process
 
@@ -139,3 +145,57 @@ def restartable_gateway(
 @pytest.fixture(scope="module")
 def browser_gateway(restartable_gateway: RestartableGateway) -> RestartableGateway:
     return restartable_gateway
+
+
+class Stack:
+    """A gateway and workers of their own (own key prefix and queue), for fault tests."""
+
+    def __init__(self, settings: Settings, logs: ProcessLogs, name: str) -> None:
+        self.settings = settings
+        self.logs = logs
+        self.name = name
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.gateway = RestartableGateway(settings, logs, free_port(), name=f"{name}-gateway")
+        self.gateway.start()
+
+    @property
+    def url(self) -> str:
+        return self.gateway.url
+
+    def start_worker(self, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        worker = start_worker(self.settings, self.logs, name=f"{self.name}-worker", env=env)
+        self.workers.append(worker)
+        return worker
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30)
+
+    def stop(self) -> None:
+        self.gateway.stop()
+        for worker in self.workers:
+            if worker.poll() is None:
+                os.killpg(worker.pid, signal.SIGTERM)
+        for worker in self.workers:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                worker.wait(15)
+
+
+@pytest.fixture
+def make_stack(settings: Settings, process_logs: ProcessLogs) -> Iterator[Callable[..., Stack]]:
+    """Build isolated stacks: ``make_stack(workers=1, **settings_overrides)``."""
+    stacks: list[Stack] = []
+
+    def make(workers: int = 1, **overrides: Any) -> Stack:
+        run = secrets.token_hex(3)
+        stack_settings = settings.with_(
+            key_prefix=f"{settings.key_prefix}-{run}", queue=f"{settings.queue}-{run}", **overrides
+        )
+        stack = Stack(stack_settings, process_logs, f"stack-{run}")
+        stacks.append(stack)
+        for _ in range(workers):
+            stack.start_worker()
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.stop()

@@ -38,6 +38,13 @@ def stack_env(settings: Settings, **extra: str) -> dict[str, str]:
         SLUICE_JOB_TTL=str(settings.job_ttl),
         SLUICE_MODELS_CACHE_TTL=str(settings.models_cache_ttl),
         SLUICE_SECRET_KEY=settings.secret_key or "",
+        SLUICE_LEASE_TTL=str(settings.lease_ttl),
+        SLUICE_MAX_ATTEMPTS=str(settings.max_attempts),
+        SLUICE_REAPER_INTERVAL=str(settings.reaper_interval),
+        SLUICE_UPSTREAM_RETRIES=str(settings.upstream_retries),
+        SLUICE_UPSTREAM_MAX_RETRY_DELAY=str(settings.upstream_max_retry_delay),
+        SLUICE_REDIS_OUTAGE_TOLERANCE=str(settings.redis_outage_tolerance),
+        SLUICE_MAX_QUEUED=str(settings.max_queued),
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)
