@@ -12,7 +12,7 @@ from sluice.settings import Settings
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Application factory; tests pass their own ``Settings``."""
-    from gateway import health, jobs, openai_compat, page, upstream_api
+    from gateway import health, jobs, openai_compat, openapi, page, upstream_api
     from gateway.errors import register_error_handlers
     from gateway.services import Services
 
@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(openai_compat.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(page.bp)
+    app.register_blueprint(openapi.bp)
     upstream = settings.openai_base_url
     logging.getLogger("sluice.gateway").info(
         "gateway ready: upstream %s (%s), redis %s",

@@ -146,3 +146,16 @@ def test_a_users_key_is_refused_when_the_server_has_no_secret(api: FlaskClient) 
 def test_a_malformed_users_key_is_a_400(api: FlaskClient) -> None:
     status, error = post(api, GOOD, headers={"X-Upstream-Api-Key": "sk with spaces"})
     assert status == 400 and error["error"]["param"] == "X-Upstream-Api-Key"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": NaN}',
+        '{"model": "m", "messages": [{"role": "user", "content": "x"}], "top_p": Infinity}',
+        "[" * 100_000 + "]" * 100_000,
+    ],
+)
+def test_non_standard_or_absurdly_nested_json_is_a_400(api: FlaskClient, raw: str) -> None:
+    status, error = post(api, None, data=raw, content_type="application/json")
+    assert status == 400 and error["error"]["type"] == "invalid_request"
