@@ -153,7 +153,7 @@ def test_a_malformed_users_key_is_a_400(api: FlaskClient) -> None:
     [
         '{"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": NaN}',
         '{"model": "m", "messages": [{"role": "user", "content": "x"}], "top_p": Infinity}',
-        "[" * 100_000 + "]" * 100_000,
+        "[" * 5_000 + "]" * 5_000,
     ],
 )
 def test_non_standard_or_absurdly_nested_json_is_a_400(api: FlaskClient, raw: str) -> None:
