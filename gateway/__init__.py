@@ -12,8 +12,12 @@ from sluice.settings import Settings
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Application factory; tests pass their own ``Settings``."""
+    from flask_cors import CORS
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
     from gateway import health, jobs, openai_compat, openapi, page, upstream_api
     from gateway.errors import register_error_handlers
+    from gateway.limits import install_rate_limits
     from gateway.services import Services
 
     configure_logging()
@@ -22,7 +26,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config.from_mapping(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
-    app.extensions["sluice"] = Services.build(settings)
+    services = Services.build(settings)
+    app.extensions["sluice"] = services
+    app.before_request(services.access.authenticate)
     register_error_handlers(app)
     app.register_blueprint(jobs.bp)
     app.register_blueprint(upstream_api.bp)
@@ -30,12 +36,31 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(page.bp)
     app.register_blueprint(openapi.bp)
+    install_rate_limits(app, settings)
+    if settings.cors_origins:
+        CORS(
+            app,
+            resources={r"/v1/*": {"origins": list(settings.cors_origins)}},
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key",
+                           "Last-Event-ID", "X-Upstream-Api-Key"],
+            expose_headers=["Location", "Retry-After", "X-Sluice-Job-Id", "X-Sluice-Events-Url"],
+            max_age=600,
+        )  # fmt: skip
+    if settings.proxy_hops:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app,
+            x_for=settings.proxy_hops,
+            x_proto=settings.proxy_hops,
+            x_host=settings.proxy_hops,
+        )
     upstream = settings.openai_base_url
     logging.getLogger("sluice.gateway").info(
-        "gateway ready: upstream %s (%s), redis %s",
+        "gateway ready: upstream %s (%s), redis %s, access keys %s, rate limit %s",
         upstream,
         "server key set" if settings.openai_api_key else "no OPENAI_API_KEY",
         redact_url(settings.redis_url),
+        "on" if settings.access_keys else "off",
+        settings.rate_limit or "off",
     )
     return app
 

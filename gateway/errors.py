@@ -12,7 +12,12 @@ from sluice.errors import InvalidRequest, PayloadTooLarge, ServiceUnavailable, S
 
 log = logging.getLogger("sluice.gateway")
 
-_HTTP_TYPES = {404: "not_found", 405: "method_not_allowed", 415: "unsupported_media_type"}
+_HTTP_TYPES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
 
 
 def error_response(error: SluiceError, status: int | None = None) -> tuple[Response, int]:

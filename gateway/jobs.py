@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
+from gateway.access import current_owner
 from gateway.body import json_object
 from gateway.feed import JobFeed
 from gateway.relay import SSE_HEADERS, sse_body
@@ -20,17 +21,21 @@ from sluice.tokens import count_text
 bp = Blueprint("jobs", __name__)
 
 
-def _job_or_404(job_id: str) -> Job:
+def _job_or_404(job_id: str, owner: str | None = None) -> Job:
+    """The job, if it exists and belongs to the caller (else 404, as if it did not)."""
     job = services().store.get(job_id) if len(job_id) <= 64 else None
-    if job is None:
+    owner = current_owner() if owner is None else owner
+    if job is None or job.owner != owner:
         raise NotFound(f"no job {job_id!r} (it may have expired)")
     return job
 
 
 def _links(job: Job) -> dict[str, str]:
+    token = services().access.events_token(job.id, job.owner)
+    params = {"token": token} if token else {}
     return {
         "url": url_for("jobs.get_job", job_id=job.id),
-        "events_url": url_for("jobs.job_events", job_id=job.id),
+        "events_url": url_for("jobs.job_events", job_id=job.id, **params),
     }
 
 
@@ -41,7 +46,11 @@ def create_job():  # type: ignore[no-untyped-def]
     if key is not None and not 1 <= len(key) <= 255:
         raise InvalidRequest("Idempotency-Key must be 1 to 255 characters", param="Idempotency-Key")
     job, _created = submit_job(
-        services(), params, idempotency_key=key, upstream_key=user_upstream_key()
+        services(),
+        params,
+        owner=current_owner(),
+        idempotency_key=key,
+        upstream_key=user_upstream_key(),
     )
     body = {
         "id": job.id,
@@ -100,7 +109,12 @@ def _last_event_id() -> int:
 
 @bp.get("/v1/jobs/<job_id>/events")
 def job_events(job_id: str):  # type: ignore[no-untyped-def]
-    job = _job_or_404(job_id)
+    owner = None
+    token = request.args.get("token")
+    if token and not current_owner() and services().access.enabled:
+        # EventSource cannot send headers: the signed URL stands for the owner
+        owner = services().access.events_token_owner(job_id, token) or "\0invalid"
+    job = _job_or_404(job_id, owner)
     after = _last_event_id()
     if after > job.last_event_id and job.ended:
         raise InvalidRequest(

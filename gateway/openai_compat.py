@@ -26,7 +26,9 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
 
+from gateway.access import current_owner
 from gateway.body import json_object
 from gateway.errors import add_retry_after, from_validation_error
 from gateway.feed import HEARTBEAT, Item, JobFeed
@@ -105,6 +107,16 @@ def _sluice_error(exc: SluiceError) -> Response:
         body = {**body, "code": body.get("code") or exc.type, "type": "invalid_request_error"}
     response = error_response(body, exc.status)
     add_retry_after(response, exc)
+    return response
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    kind = "rate_limit_exceeded" if status == 429 else "invalid_request_error"
+    response = error_response({"type": kind, "message": exc.description or exc.name}, status)
+    if status == 429:
+        response.headers.setdefault("Retry-After", "60")
     return response
 
 
@@ -245,6 +257,7 @@ def chat_completions():  # type: ignore[no-untyped-def]
     job, _created = submit_job(
         svc,
         params,
+        owner=current_owner(),
         idempotency_key=request.headers.get("Idempotency-Key"),
         upstream_key=user_upstream_key(),
     )

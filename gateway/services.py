@@ -8,6 +8,7 @@ import redis
 from celery import Celery
 from flask import current_app
 
+from gateway.access import AccessControl
 from sluice.jobs import JobStore
 from sluice.keyvault import KeyVault, vault_for
 from sluice.queue import make_celery
@@ -22,12 +23,14 @@ class Services:
     store: JobStore
     celery: Celery
     vault: KeyVault | None
+    access: AccessControl
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
         client = make_redis(settings)
         vault = vault_for(settings.secret_key, settings.max_job_age)
-        return cls(settings, client, JobStore(client, settings), make_celery(settings), vault)
+        store = JobStore(client, settings)
+        return cls(settings, client, store, make_celery(settings), vault, AccessControl(settings))
 
 
 def services() -> Services:

@@ -21,6 +21,10 @@ def _int(name: str, default: int) -> int:
     return int(_env(name, str(default)))
 
 
+def _list(name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in os.environ.get(name, "").split(",") if item.strip())
+
+
 def _float(name: str, default: float) -> float:
     return float(_env(name, str(default)))
 
@@ -63,6 +67,15 @@ class Settings:
     sse_retry_ms: int = 2000
     # Seconds GET /v1/models caches the upstream's list.
     models_cache_ttl: float = 60.0
+    # Gateway access keys (Authorization: Bearer …). Empty: the API is open (local use).
+    access_keys: tuple[str, ...] = field(default=(), repr=False)
+    # Requests per client (access key, else address) on the routes that start jobs, in
+    # Flask-Limiter's notation, e.g. "60/minute;1000/day". Empty: no limit.
+    rate_limit: str = ""
+    # Origins allowed to call the API from a browser (CORS), comma-separated, or "*".
+    cors_origins: tuple[str, ...] = ()
+    # Reverse proxies in front of the gateway whose X-Forwarded-* headers are trusted.
+    proxy_hops: int = 0
     # Jobs waiting in the queue beyond which new ones are refused (503 + Retry-After).
     max_queued: int = 1000
     # Largest accepted request body, in bytes.
@@ -108,6 +121,10 @@ class Settings:
             "max_queued": _int("SLUICE_MAX_QUEUED", cls.max_queued),
             "max_body_bytes": _int("SLUICE_MAX_BODY_BYTES", cls.max_body_bytes),
             "secret_key": os.environ.get("SLUICE_SECRET_KEY") or None,
+            "access_keys": _list("SLUICE_ACCESS_KEYS"),
+            "rate_limit": _env("SLUICE_RATE_LIMIT", ""),
+            "cors_origins": _list("SLUICE_CORS_ORIGINS"),
+            "proxy_hops": _int("SLUICE_PROXY_HOPS", 0),
         }
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known

@@ -45,6 +45,9 @@ def stack_env(settings: Settings, **extra: str) -> dict[str, str]:
         SLUICE_UPSTREAM_MAX_RETRY_DELAY=str(settings.upstream_max_retry_delay),
         SLUICE_REDIS_OUTAGE_TOLERANCE=str(settings.redis_outage_tolerance),
         SLUICE_MAX_QUEUED=str(settings.max_queued),
+        SLUICE_ACCESS_KEYS=",".join(settings.access_keys),
+        SLUICE_RATE_LIMIT=settings.rate_limit,
+        SLUICE_CORS_ORIGINS=",".join(settings.cors_origins),
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)

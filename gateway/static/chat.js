@@ -96,6 +96,7 @@ const ERROR_WORDS = {
   upstream_connection_error: "The connection to the model provider broke.",
   context_length_exceeded: "The conversation is too long for this model.",
   network_error: "The gateway cannot be reached.",
+  unauthorized: "This server needs an access key: enter it under Model and parameters.",
 };
 
 function describeError(error) {
@@ -182,6 +183,11 @@ function setConnection(text) {
 
 // ---- jobs ----------------------------------------------------------------------------
 
+function applyAccessKey() {
+  const key = (readSettings().access_key || "").trim();
+  sluice.headers = key ? { Authorization: `Bearer ${key}` } : {};
+}
+
 function requestParams() {
   const settings = readSettings();
   const params = { model: settings.model.trim() };
@@ -201,6 +207,7 @@ function requestParams() {
 }
 
 async function ask() {
+  applyAccessKey();
   const assistant = { role: "assistant", content: "", job: { status: "queued" } };
   const params = requestParams();
   conversation.push(assistant);
@@ -268,6 +275,7 @@ function follow(message, view) {
 
 async function stopActive() {
   if (!active) return;
+  applyAccessKey();
   const { message } = active;
   els.stop.disabled = true;
   try {
@@ -303,6 +311,7 @@ function submit() {
 }
 
 async function loadModels() {
+  applyAccessKey();
   try {
     const models = await sluice.models();
     els.modelOptions.replaceChildren(
@@ -338,6 +347,7 @@ els.prompt.addEventListener("keydown", (event) => {
 });
 els.stop.addEventListener("click", stopActive);
 els.settings.addEventListener("input", saveSettings);
+els.settings.elements.namedItem("access_key").addEventListener("change", loadModels);
 els.newChat.addEventListener("click", () => {
   if (active) active.stream.close();
   active = null;

@@ -284,3 +284,30 @@ def test_a_reset_event_discards_the_partial_answer(page: Page, settings) -> None
         "seen": ["half an ans", "<reset>", "the whole answer"],
         "text": "the whole answer",
     }
+
+
+def test_the_page_works_with_a_gateway_access_key(browser, settings, process_logs) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import Stack
+
+    key = "sk-page-" + secrets.token_hex(6)
+    stack = Stack(
+        settings.with_(key_prefix=f"{settings.key_prefix}-pg", queue=f"{settings.queue}-pg",
+                       access_keys=(key,)),
+        process_logs, "page-acl",
+    )  # fmt: skip
+    stack.start_worker()
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(stack.url + "/")
+        set_model(page, "openai")
+        send(page, "without a key")
+        wait_status(page, "failed")
+        expect(page.locator(f"{LAST_ANSWER} >> .note.error")).to_contain_text("access key")
+        page.locator("#settings summary").click()
+        page.fill("#access_key", key)
+        page.locator(f"{LAST_ANSWER} >> button.retry").click()
+        wait_status(page, "succeeded")
+    finally:
+        context.close()
+        stack.stop()

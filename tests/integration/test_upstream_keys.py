@@ -92,6 +92,20 @@ def test_models_can_be_listed_with_a_users_key(client: httpx.Client) -> None:
     assert good.status_code == 200 and good.json()["data"]
 
 
-def test_the_servers_key_is_nowhere_in_redis(settings: Settings) -> None:
-    assert settings.openai_api_key
-    assert not any(settings.openai_api_key in v for v in all_redis_values(settings))
+def test_the_servers_key_is_nowhere_in_redis_logs_or_responses(
+    settings: Settings, client: httpx.Client, process_logs: ProcessLogs
+) -> None:
+    key = settings.openai_api_key
+    assert key
+    job = create_job(client, model="http-401")  # an answer that talks about keys
+    answers = [
+        client.get("/v1/models").text,
+        client.get(job["url"]).text,
+        client.get(job["events_url"]).text,
+        client.post("/v1/chat/completions", json={"model": "http-401", "messages": [
+            {"role": "user", "content": "x"}]}).text,
+    ]  # fmt: skip
+    assert not any(key in answer for answer in answers)
+    assert not any(key in v for v in all_redis_values(settings))
+    for log in process_logs.directory.glob("*.log"):
+        assert key not in log.read_text(errors="replace"), log.name

@@ -1,0 +1,85 @@
+"""Optional access control: gateway access keys, job ownership, signed event URLs.
+
+Off when ``SLUICE_ACCESS_KEYS`` is empty (local use): everyone is the same anonymous
+client. With keys configured, every ``/v1`` route needs ``Authorization: Bearer <key>``
+(the OpenAI SDKs send their ``api_key`` so), each job belongs to the key that created it,
+and another key gets 404 for it, as for a job that does not exist. A browser's
+``EventSource`` cannot send headers, so ``events_url`` carries a signed, expiring token
+(itsdangerous, keyed by ``SLUICE_SECRET_KEY``) that opens that one job's stream.
+
+Keys are compared in constant time and only their SHA-256 (the owner id) is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from flask import g, request
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from sluice.errors import SluiceError
+from sluice.settings import Settings
+
+PUBLIC_PREFIXES = ("/static/", "/healthz", "/readyz", "/openapi.json")
+
+
+class Unauthorized(SluiceError):
+    """No valid gateway access key."""
+
+    type = "unauthorized"
+    status = 401
+
+
+def owner_id(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+class AccessControl:
+    def __init__(self, settings: Settings) -> None:
+        self.enabled = bool(settings.access_keys)
+        self._owners = {owner_id(k): k for k in settings.access_keys}
+        self._tokens: URLSafeTimedSerializer | None = None
+        self.token_ttl = settings.max_job_age
+        if self.enabled:
+            if not settings.secret_key:
+                raise RuntimeError("SLUICE_ACCESS_KEYS needs SLUICE_SECRET_KEY (signs event URLs)")
+            self._tokens = URLSafeTimedSerializer(settings.secret_key, salt="sluice-events")
+
+    def authenticate(self) -> None:
+        """Before each request: set ``g.owner`` or refuse with 401."""
+        g.owner = ""
+        if not self.enabled or request.path == "/" or request.path.startswith(PUBLIC_PREFIXES):
+            return
+        if request.method == "OPTIONS":  # CORS preflight carries no credentials
+            return
+        header = request.headers.get("Authorization", "")
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() == "bearer" and key:
+            owner = owner_id(key.strip())
+            known = self._owners.get(owner)
+            if known is not None and hmac.compare_digest(known, key.strip()):
+                g.owner = owner
+                return
+        if request.path.endswith("/events") and request.args.get("token"):
+            return  # checked against the job by events_token_owner()
+        raise Unauthorized("send a valid access key: Authorization: Bearer <key>")
+
+    def events_token(self, job_id: str, owner: str) -> str | None:
+        if self._tokens is None:
+            return None
+        return self._tokens.dumps({"j": job_id, "o": owner})
+
+    def events_token_owner(self, job_id: str, token: str) -> str | None:
+        """The owner a valid token for this job was issued to, else None."""
+        if self._tokens is None:
+            return None
+        try:
+            data = self._tokens.loads(token, max_age=self.token_ttl)
+        except BadSignature:
+            return None
+        return data.get("o") if isinstance(data, dict) and data.get("j") == job_id else None
+
+
+def current_owner() -> str:
+    return getattr(g, "owner", "")
