@@ -2,7 +2,8 @@
 
 The order of operations is the design (do not "simplify" it):
 
-1. Subscribe to the job's live channel and wait for Redis to confirm the subscription.
+1. Subscribe to the job's live channel and wait for Redis to confirm the subscription
+   (through the process's shared subscriber, ``gateway/hub.py``, by default).
 2. Replay the durable log after the client's last event id.
 3. Forward live messages, skipping ids already sent; if a live id jumps ahead (a message
    was published before step 1 completed, or pub/sub dropped one), re-read the log.
@@ -25,6 +26,7 @@ from typing import Final
 
 import redis
 
+from gateway.hub import Hub, Listener
 from sluice.events import TERMINAL_EVENTS, entry_type, parse_message
 from sluice.jobs import JobStore
 
@@ -41,8 +43,11 @@ Item = tuple[int, str] | _Heartbeat
 
 
 class JobFeed:
-    def __init__(self, store: JobStore, job_id: str, after: int, heartbeat: float) -> None:
+    def __init__(
+        self, store: JobStore, job_id: str, after: int, heartbeat: float, hub: Hub | None = None
+    ) -> None:
         self.store = store
+        self.hub = hub
         self.job_id = job_id
         self.last = after
         self.heartbeat = heartbeat
@@ -64,17 +69,22 @@ class JobFeed:
                 return
 
     def __iter__(self) -> Iterator[Item]:
-        pubsub = self.store.redis.pubsub()
+        channel = self.store.keys.channel(self.job_id)
+        inbox: Listener | OwnSubscription | None = None
         try:
-            pubsub.subscribe(self.store.keys.channel(self.job_id))
-            self._await_subscription(pubsub)
+            inbox = (
+                self.hub.subscribe(channel) if self.hub else OwnSubscription(self.store, channel)
+            )
             yield from self._new(self.store.read_events(self.job_id, self.last))
             next_beat = time.monotonic() + self.heartbeat
             while not self.finished:
-                timeout = max(0.0, next_beat - time.monotonic())
-                message = pubsub.get_message(timeout=timeout)
-                if message is not None and message["type"] == "message":
-                    yield from self._new(list(parse_message(message["data"])))
+                messages = inbox.get(timeout=max(0.0, next_beat - time.monotonic()))
+                if inbox.stale:  # messages were dropped: the log has them
+                    inbox.stale = False
+                    yield from self._new(self.store.read_events(self.job_id, self.last))
+                if messages:
+                    for message in messages:
+                        yield from self._new(list(parse_message(message)))
                     continue
                 if time.monotonic() >= next_beat:
                     yield from self._new(self.store.read_events(self.job_id, self.last))
@@ -91,14 +101,31 @@ class JobFeed:
             log.debug("job %s: client went away at event %d", self.job_id, self.last)
             raise
         finally:
-            with contextlib.suppress(redis.RedisError):
-                pubsub.close()
+            if inbox is not None:
+                with contextlib.suppress(redis.RedisError):
+                    inbox.close()
 
-    @staticmethod
-    def _await_subscription(pubsub: redis.client.PubSub) -> None:
+
+class OwnSubscription:
+    """A Redis pub/sub connection of one client's own (``SLUICE_SHARED_SUBSCRIBER=0``)."""
+
+    def __init__(self, store: JobStore, channel: str) -> None:
+        self.stale = False
+        self.pubsub = store.redis.pubsub()
+        self.pubsub.subscribe(channel)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            message = pubsub.get_message(timeout=deadline - time.monotonic())
+            message = self.pubsub.get_message(timeout=deadline - time.monotonic())
             if message is not None and message["type"] == "subscribe":
                 return
+        self.pubsub.close()
         raise redis.TimeoutError("no subscription confirmation from Redis")
+
+    def get(self, timeout: float) -> list[str] | None:
+        message = self.pubsub.get_message(timeout=timeout)
+        if message is not None and message["type"] == "message":
+            return [message["data"]]
+        return None
+
+    def close(self) -> None:
+        self.pubsub.close()

@@ -8,7 +8,6 @@ from flask import Blueprint, Response, jsonify, request, url_for
 
 from gateway.access import current_owner
 from gateway.body import json_object
-from gateway.feed import JobFeed
 from gateway.relay import SSE_HEADERS, sse_body
 from gateway.schemas import ChatParameters
 from gateway.services import services, user_upstream_key
@@ -124,7 +123,7 @@ def job_events(job_id: str):  # type: ignore[no-untyped-def]
     if job.ended and after >= job.last_event_id:
         return Response(status=204)  # stops EventSource from reconnecting
     settings = services().settings
-    feed = JobFeed(services().store, job.id, after, settings.heartbeat_interval)
+    feed = services().feed(job.id, after)
     return Response(
         sse_body(feed, settings.sse_retry_ms),
         mimetype="text/event-stream",

@@ -31,7 +31,7 @@ from werkzeug.exceptions import HTTPException
 from gateway.access import current_owner
 from gateway.body import json_object
 from gateway.errors import add_retry_after, from_validation_error
-from gateway.feed import HEARTBEAT, Item, JobFeed
+from gateway.feed import HEARTBEAT, Item
 from gateway.relay import SSE_HEADERS
 from gateway.schemas import ChatCompletionRequest
 from gateway.services import services, user_upstream_key
@@ -261,7 +261,7 @@ def chat_completions():  # type: ignore[no-untyped-def]
         idempotency_key=request.headers.get("Idempotency-Key"),
         upstream_key=user_upstream_key(),
     )
-    items = iter(JobFeed(svc.store, job.id, 0, svc.settings.heartbeat_interval))
+    items = iter(svc.feed(job.id, 0))
     head = _first_decisive(items)
     last = head[-1] if head else None
     if isinstance(last, tuple):

@@ -9,6 +9,8 @@ from celery import Celery
 from flask import current_app
 
 from gateway.access import AccessControl
+from gateway.feed import JobFeed
+from gateway.hub import Hub
 from sluice.jobs import JobStore
 from sluice.keyvault import KeyVault, vault_for
 from sluice.queue import make_celery
@@ -24,13 +26,22 @@ class Services:
     celery: Celery
     vault: KeyVault | None
     access: AccessControl
+    hub: Hub | None
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
         client = make_redis(settings)
         vault = vault_for(settings.secret_key, settings.max_job_age)
         store = JobStore(client, settings)
-        return cls(settings, client, store, make_celery(settings), vault, AccessControl(settings))
+        hub = None
+        if settings.shared_subscriber:
+            # no health-check PINGs: the hub's one reader must be the only one on its socket
+            hub = Hub(make_redis(settings, health_check_interval=0), f"{settings.key_prefix}:hub")
+        access = AccessControl(settings)
+        return cls(settings, client, store, make_celery(settings), vault, access, hub)
+
+    def feed(self, job_id: str, after: int) -> JobFeed:
+        return JobFeed(self.store, job_id, after, self.settings.heartbeat_interval, self.hub)
 
 
 def services() -> Services:

@@ -119,3 +119,18 @@ def test_run_command_starts_redis_the_stack_and_a_labelled_demo_upstream(
             os.killpg(launcher.pid, signal.SIGKILL)
             raise
     assert launcher.returncode is not None
+
+
+def test_streams_relay_with_a_redis_connection_per_client_too(
+    settings: Settings, process_logs: ProcessLogs, worker: object, upstream: FakeUpstream
+) -> None:
+    """SLUICE_SHARED_SUBSCRIBER=0 (the benchmark's "before") still relays exactly."""
+    _process, url = start_gateway(
+        settings.with_(shared_subscriber=False), process_logs, name="gateway-own-sub"
+    )
+    prompt = f"own subscriber {secrets.token_hex(4)}"
+    with httpx.Client(base_url=url, timeout=30) as client:
+        job = create_job(client, messages=[{"role": "user", "content": prompt}])
+        events = read_stream(client, job["events_url"])
+    body = next(r.body for r in upstream.requests if r.body and prompt in str(r.body))
+    assert text_of(events) == expected_reply(body)
