@@ -1,11 +1,19 @@
-"""Liveness and readiness probes, in the shape load balancers and Kubernetes expect."""
+"""Liveness and readiness probes, in the shape load balancers and Kubernetes expect.
+
+``/healthz``: the process answers (200). ``/readyz``: 200 only when Redis answers, at
+least one worker was alive in the last 15 s, and the queue is under ``SLUICE_MAX_QUEUED``;
+otherwise 503, with each check's state in the body.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import redis
 from flask import Blueprint, jsonify
 
 from gateway.services import services
+from sluice.presence import alive_workers
 
 bp = Blueprint("health", __name__)
 
@@ -17,8 +25,19 @@ def healthz():  # type: ignore[no-untyped-def]
 
 @bp.get("/readyz")
 def readyz():  # type: ignore[no-untyped-def]
+    svc = services()
+    checks: dict[str, dict[str, Any]] = {}
     try:
-        services().redis.ping()
+        svc.redis.ping()
+        checks["redis"] = {"status": "ok"}
+        workers = alive_workers(svc.redis, svc.store.keys)
+        checks["workers"] = {"status": "ok" if workers else "failing", "alive": workers}
+        depth = int(svc.redis.llen(svc.settings.queue))
+        limit = svc.settings.max_queued
+        checks["queue"] = {"status": "ok" if depth < limit else "failing", "depth": depth,
+                           "limit": limit}  # fmt: skip
     except redis.RedisError as exc:
-        return jsonify({"status": "unavailable", "checks": {"redis": str(exc)}}), 503
-    return jsonify({"status": "ok", "checks": {"redis": "ok"}})
+        checks["redis"] = {"status": "failing", "error": type(exc).__name__}
+    ready = all(check["status"] == "ok" for check in checks.values())
+    body = {"status": "ok" if ready else "unavailable", "checks": checks}
+    return jsonify(body), 200 if ready else 503

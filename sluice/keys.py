@@ -28,6 +28,11 @@ class Keys:
         return f"{self.prefix}:idem:{key}"
 
     @property
+    def workers(self) -> str:
+        """Sorted set: worker processes by the time they last said they were alive."""
+        return f"{self.prefix}:workers"
+
+    @property
     def leases(self) -> str:
         """Sorted set: running jobs by the time their worker's lease runs out."""
         return f"{self.prefix}:leases"

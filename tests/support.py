@@ -82,11 +82,12 @@ def wait_until(
 def wait_ready(
     base_url: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float = 30
 ) -> None:
-    """Wait until the gateway at ``base_url`` answers ``/readyz`` with 200."""
+    """Wait until the gateway at ``base_url`` is up (``/healthz``; ``/readyz`` also needs
+    a live worker, which some tests start later or never)."""
 
     def ready() -> bool:
         try:
-            return httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200
+            return httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 
-from celery.signals import worker_ready
+from celery.signals import worker_ready, worker_shutting_down
 
 from sluice.jobs import JobStore
 from sluice.logs import configure_logging
+from sluice.presence import Presence
 from sluice.queue import RUN_JOB_TASK, make_celery
 from sluice.redis_conn import make_redis
 from sluice.settings import Settings
@@ -24,6 +25,7 @@ configure_logging()
 settings = Settings.from_env()
 app = make_celery(settings, main="sluice-worker")
 log = logging.getLogger("sluice.worker")
+_background: dict[str, Presence] = {}
 
 
 @lru_cache(maxsize=1)
@@ -48,10 +50,21 @@ def _enqueue(job_id: str, queue: str) -> None:
 
 @worker_ready.connect
 def _start_reaper(**_kwargs: object) -> None:
-    Reaper(runner().store, _enqueue).start()
+    store = runner().store
+    presence = Presence(store.redis, store.keys)
+    presence.start()
+    _background["presence"] = presence
+    Reaper(store, _enqueue).start()
     log.info(
         "reaper started: leases of %.0fs, checked every %.0fs, %d attempts per job",
         settings.lease_ttl,
         settings.reaper_interval,
         settings.max_attempts,
     )
+
+
+@worker_shutting_down.connect
+def _leave(**_kwargs: object) -> None:
+    presence = _background.get("presence")
+    if presence is not None:
+        presence.stop()
