@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
@@ -14,10 +15,12 @@ from gateway.services import services, user_upstream_key
 from gateway.submit import submit_job
 from sluice.errors import InvalidRequest, NotFound
 from sluice.jobs import Job
+from sluice.logs import job_event
 from sluice.models import lookup
 from sluice.tokens import count_text
 
 bp = Blueprint("jobs", __name__)
+log = logging.getLogger("sluice.gateway")
 
 
 def _job_or_404(job_id: str, owner: str | None = None) -> Job:
@@ -146,4 +149,5 @@ def cancel_job(job_id: str):  # type: ignore[no-untyped-def]
             "total_tokens": job.prompt_tokens + completion,
         }
         job = store.cancel(job.id, usage)
+        job_event(log, "job.cancelled", job.id, completion_tokens=completion)
     return jsonify(snapshot(job))

@@ -9,6 +9,7 @@ from gateway.services import Services
 from sluice.errors import InvalidRequest, Overloaded, ServiceUnavailable
 from sluice.events import ERROR, Event
 from sluice.jobs import Job
+from sluice.logs import job_event
 from sluice.models import lookup
 from sluice.params import upstream_parameters
 from sluice.queue import RUN_JOB_TASK
@@ -76,11 +77,13 @@ def submit_job(
         error = {"type": "service_unavailable", "message": "the job could not be queued"}
         svc.store.append(job.id, [Event(ERROR, {"error": error})])
         raise ServiceUnavailable("the job queue is unavailable; retry") from exc
-    log.info(
-        "job %s accepted: model=%s prompt_tokens=%d truncated_messages=%d",
+    job_event(
+        log,
+        "job.accepted",
         job.id,
-        params.model,
-        fitted.prompt_tokens,
-        fitted.dropped,
+        model=params.model,
+        prompt_tokens=fitted.prompt_tokens,
+        truncated_messages=fitted.dropped,
+        own_key=upstream_key is not None,
     )
     return job, True

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import redis
 
 from sluice.jobs import JobStore
+from sluice.logs import job_event
 
 log = logging.getLogger("sluice.worker.reaper")
 
@@ -52,17 +53,11 @@ class Reaper:
             if outcome > 0:
                 job = self.store.get(job_id)
                 queue = job.queue if job and job.queue else self.store.settings.queue
-                log.warning(
-                    "job %s: its worker was lost (lease expired); restarting as attempt %d",
-                    job_id,
-                    outcome,
-                )
+                job_event(log, "job.restarted", job_id, logging.WARNING, reason="worker_lost",
+                          attempt=outcome)  # fmt: skip
                 self.enqueue(job_id, queue)
                 restarted += 1
             elif outcome < 0:
-                log.error(
-                    "job %s: its worker was lost %d times; failed with worker_lost",
-                    job_id,
-                    self.store.settings.max_attempts,
-                )
+                job_event(log, "job.failed", job_id, logging.ERROR, error="worker_lost",
+                          attempts=self.store.settings.max_attempts)  # fmt: skip
         return restarted

@@ -28,6 +28,7 @@ from sluice.errors import SluiceError, UpstreamError, UpstreamProtocolError
 from sluice.events import DONE, ERROR, STARTED, Event
 from sluice.jobs import AttemptSuperseded, Job, JobAlreadyEnded, JobGone, JobStore
 from sluice.keyvault import KeyVaultError, vault_for
+from sluice.logs import job_event
 from sluice.models import lookup
 from sluice.settings import Settings
 from sluice.sse_parser import SSEDecoder, SSEProtocolError
@@ -107,11 +108,11 @@ class JobRun:
         job = self.job
         try:
             self.append([Event(STARTED, {"model": job.model, "attempt": self.attempt})])
-            log.info("job %s started: attempt=%d model=%s", job.id, self.attempt, job.model)
+            job_event(log, "job.started", job.id, attempt=self.attempt, model=job.model)
             with JobWatcher(self.store, job.id, self.attempt, self.runner.poll_interval) as w:
                 self._stream_with_retries(w)
         except _STOPPED as exc:
-            log.info("job %s stopped: %s", job.id, type(exc).__name__)
+            job_event(log, "job.stopped", job.id, attempt=self.attempt, reason=type(exc).__name__)
         except SluiceError as exc:
             self._fail(exc)
         except Exception as exc:
@@ -133,14 +134,15 @@ class JobRun:
                     or delay > self.settings.upstream_max_retry_delay
                 ):
                     raise
-                log.info(
-                    "job %s: upstream %s (%s); retry %d of %d in %.1fs",
+                job_event(
+                    log,
+                    "job.retry",
                     self.job.id,
-                    exc.upstream_status or exc.type,
-                    exc.message,
-                    retry + 1,
-                    retries,
-                    delay,
+                    upstream_status=exc.upstream_status,
+                    error=exc.type,
+                    retry=retry + 1,
+                    of=retries,
+                    delay_s=round(delay, 2),
                 )
                 if not watcher.sleep(delay):
                     raise JobAlreadyEnded("stopped while waiting to retry") from None
@@ -201,10 +203,11 @@ class JobRun:
             self.append(out)
             if self.first_delta_at is None:
                 self.first_delta_at = time.monotonic()
-                log.info(
-                    "job %s: first delta after %.0f ms",
+                job_event(
+                    log,
+                    "job.first_delta",
                     self.job.id,
-                    (self.first_delta_at - self.started) * 1000,
+                    ttfd_ms=round((self.first_delta_at - self.started) * 1000),
                 )
         return done
 
@@ -226,25 +229,32 @@ class JobRun:
             "usage_estimated": estimated,
         }
         self.append([Event(DONE, data)])
-        log.info(
-            "job %s succeeded: finish=%s usage=%s%s duration=%.2fs",
+        job_event(
+            log,
+            "job.succeeded",
             job.id,
-            ",".join(str(r) for r in data["finish_reasons"]),
-            json.dumps(usage),
-            " (estimated)" if estimated else "",
-            time.monotonic() - self.started,
+            attempt=self.attempt,
+            finish=",".join(str(r) for r in data["finish_reasons"]),
+            prompt_tokens=usage["prompt_tokens"],
+            completion_tokens=usage["completion_tokens"],
+            usage_estimated=estimated,
+            duration_s=round(time.monotonic() - self.started, 3),
         )
 
     def _fail(self, exc: SluiceError) -> None:
         error = exc.to_dict()
         if isinstance(exc, UpstreamError) and exc.upstream_type:
             error.setdefault("upstream_type", exc.upstream_type)
-        log.warning(
-            "job %s failed after %.2fs: %s: %s",
+        job_event(
+            log,
+            "job.failed",
             self.job.id,
-            time.monotonic() - self.started,
-            exc.type,
-            exc.message,
+            logging.WARNING,
+            attempt=self.attempt,
+            error=exc.type,
+            upstream_status=getattr(exc, "upstream_status", None),
+            reason=exc.message,
+            duration_s=round(time.monotonic() - self.started, 3),
         )
         try:
             self.append([Event(ERROR, {"error": error})])

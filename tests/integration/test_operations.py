@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import secrets
+import time
 from collections.abc import Callable
 
 import httpx
 import pytest
 
 from tests.conftest import Stack
-from tests.support import wait_until
+from tests.support import ProcessLogs, create_job, read_stream, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -41,3 +44,53 @@ def test_readyz_fails_without_a_live_worker_and_when_the_queue_is_full(
             c.post("/v1/jobs", json={"model": "m", "messages": [{"role": "user", "content": "x"}]})
         queue = c.get("/readyz").json()["checks"]["queue"]
         assert queue == {"status": "failing", "depth": 2, "limit": 2}
+
+
+def job_lines(logs: ProcessLogs, job_id: str) -> list[str]:
+    return [
+        line
+        for path in logs.directory.glob("*.log")
+        for line in path.read_text(errors="replace").splitlines()
+        if f"job={job_id}" in line or f'"job": "{job_id}"' in line
+    ]
+
+
+def test_each_job_leaves_one_structured_line_per_lifecycle_step(
+    client: httpx.Client, process_logs: ProcessLogs
+) -> None:
+    secret_words = f"do not log me {secrets.token_hex(4)}"
+    job = create_job(client, messages=[{"role": "user", "content": secret_words}])
+    read_stream(client, job["events_url"])
+    time.sleep(0.3)
+    lines = job_lines(process_logs, job["id"])
+    events = [line.split("event=")[1].split()[0] for line in lines]
+    assert events == ["job.accepted", "job.started", "job.first_delta", "job.succeeded"]
+    succeeded = lines[-1]
+    for field in ("prompt_tokens=", "completion_tokens=", "duration_s=", "finish=stop"):
+        assert field in succeeded
+    failed = create_job(client, model="http-401")
+    read_stream(client, failed["events_url"])
+    time.sleep(0.3)
+    assert any("event=job.failed" in line and "upstream_status=401" in line
+               for line in job_lines(process_logs, failed["id"]))  # fmt: skip
+    everything = "".join(p.read_text(errors="replace") for p in process_logs.directory.glob("*"))
+    assert secret_words not in everything
+
+
+def test_logs_can_be_json_lines(
+    make_stack: Callable[..., Stack], process_logs: ProcessLogs
+) -> None:
+    stack = make_stack(workers=0)
+    stack.start_worker(env={"SLUICE_LOG_FORMAT": "json"})
+    with stack.client() as c:
+        job = create_job(c)
+        read_stream(c, job["events_url"])
+    time.sleep(0.3)
+    records = [
+        json.loads(line)
+        for path in process_logs.directory.glob(f"{stack.name}-worker*.log")
+        for line in path.read_text().splitlines()
+        if line.startswith("{") and job["id"] in line
+    ]
+    assert [r["event"] for r in records] == ["job.started", "job.first_delta", "job.succeeded"]
+    assert all(r["job"] == job["id"] and r["level"] == "info" for r in records)
