@@ -4,7 +4,19 @@ gevent workers: each SSE stream is a cheap greenlet waiting on Redis, so one pro
 thousands of open streams; a sync worker would hold a whole thread per stream.
 """
 
+import glob
 import os
+import tempfile
+
+# Prometheus multiprocess mode: every gateway process writes its metrics here and
+# /metrics aggregates them (sluice/metrics.py). A fresh directory per server start.
+metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(
+    prefix="sluice-metrics-"
+)
+os.makedirs(metrics_dir, exist_ok=True)
+for stale in glob.glob(os.path.join(metrics_dir, "*.db")):
+    os.remove(stale)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 worker_class = "gevent"
@@ -18,3 +30,10 @@ accesslog = "-" if os.environ.get("SLUICE_ACCESS_LOG", "1") == "1" else None
 errorlog = "-"
 loglevel = os.environ.get("SLUICE_LOG_LEVEL", "info").lower()
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+def child_exit(server, worker):  # type: ignore[no-untyped-def]
+    """A gateway process ended: drop its live gauges from /metrics."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

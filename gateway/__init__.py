@@ -15,7 +15,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from flask_cors import CORS
     from werkzeug.middleware.proxy_fix import ProxyFix
 
-    from gateway import health, jobs, openai_compat, openapi, page, upstream_api
+    from gateway import health, jobs, metrics_api, openai_compat, openapi, page, upstream_api
     from gateway.errors import register_error_handlers
     from gateway.limits import install_rate_limits
     from gateway.services import Services
@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(page.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(metrics_api.bp)
     install_rate_limits(app, settings)
     if settings.cors_origins:
         CORS(

@@ -21,7 +21,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sluice.errors import SluiceError
 from sluice.settings import Settings
 
-PUBLIC_PREFIXES = ("/static/", "/healthz", "/readyz", "/openapi.json")
+PUBLIC_PREFIXES = ("/static/", "/healthz", "/readyz", "/openapi.json", "/metrics")
 
 
 class Unauthorized(SluiceError):

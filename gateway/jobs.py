@@ -9,6 +9,7 @@ from flask import Blueprint, Response, jsonify, request, url_for
 
 from gateway.access import current_owner
 from gateway.body import json_object
+from gateway.metrics_api import counted
 from gateway.relay import SSE_HEADERS, sse_body
 from gateway.schemas import ChatParameters
 from gateway.services import services, user_upstream_key
@@ -16,6 +17,7 @@ from gateway.submit import submit_job
 from sluice.errors import InvalidRequest, NotFound
 from sluice.jobs import Job
 from sluice.logs import job_event
+from sluice.metrics import JOBS
 from sluice.models import lookup
 from sluice.tokens import count_text
 
@@ -128,7 +130,7 @@ def job_events(job_id: str):  # type: ignore[no-untyped-def]
     settings = services().settings
     feed = services().feed(job.id, after)
     return Response(
-        sse_body(feed, settings.sse_retry_ms),
+        counted(sse_body(feed, settings.sse_retry_ms)),
         mimetype="text/event-stream",
         headers=SSE_HEADERS,
         direct_passthrough=True,
@@ -150,4 +152,5 @@ def cancel_job(job_id: str):  # type: ignore[no-untyped-def]
         }
         job = store.cancel(job.id, usage)
         job_event(log, "job.cancelled", job.id, completion_tokens=completion)
+        JOBS.labels("cancelled").inc()
     return jsonify(snapshot(job))

@@ -32,6 +32,7 @@ from gateway.access import current_owner
 from gateway.body import json_object
 from gateway.errors import add_retry_after, from_validation_error
 from gateway.feed import HEARTBEAT, Item
+from gateway.metrics_api import counted
 from gateway.relay import SSE_HEADERS
 from gateway.schemas import ChatCompletionRequest
 from gateway.services import services, user_upstream_key
@@ -276,7 +277,7 @@ def chat_completions():  # type: ignore[no-untyped-def]
     include_usage = bool(params.stream_options and params.stream_options.include_usage)
     writer = ChunkWriter(job, include_usage)
     return Response(
-        writer.stream(chain(head, items)),
+        counted(writer.stream(chain(head, items))),
         mimetype="text/event-stream",
         headers={**SSE_HEADERS, **headers},
         direct_passthrough=True,

@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def stack_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment of a stack process: this machine's, with the test settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "SLUICE_"))}
+    prefixes = ("OPENAI_", "SLUICE_", "PROMETHEUS_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     env.update(
         REDIS_URL=settings.redis_url,
         OPENAI_API_KEY=settings.openai_api_key or "",

@@ -7,12 +7,14 @@ Streaming a completion is I/O-bound, so one process runs many jobs on gevent gre
 from __future__ import annotations
 
 import logging
+import os
 from functools import lru_cache
 
 from celery.signals import worker_ready, worker_shutting_down
 
 from sluice.jobs import JobStore
 from sluice.logs import configure_logging
+from sluice.metrics import serve_worker_metrics
 from sluice.presence import Presence
 from sluice.queue import RUN_JOB_TASK, make_celery
 from sluice.redis_conn import make_redis
@@ -55,6 +57,10 @@ def _start_reaper(**_kwargs: object) -> None:
     presence.start()
     _background["presence"] = presence
     Reaper(store, _enqueue).start()
+    port = os.environ.get("SLUICE_WORKER_METRICS_PORT")
+    if port:
+        serve_worker_metrics(int(port))
+        log.info("metrics on :%s/metrics", port)
     log.info(
         "reaper started: leases of %.0fs, checked every %.0fs, %d attempts per job",
         settings.lease_ttl,

@@ -18,6 +18,7 @@ import redis
 
 from sluice.jobs import JobStore
 from sluice.logs import job_event
+from sluice.metrics import JOBS
 
 log = logging.getLogger("sluice.worker.reaper")
 
@@ -58,6 +59,7 @@ class Reaper:
                 self.enqueue(job_id, queue)
                 restarted += 1
             elif outcome < 0:
+                JOBS.labels("failed").inc()
                 job_event(log, "job.failed", job_id, logging.ERROR, error="worker_lost",
                           attempts=self.store.settings.max_attempts)  # fmt: skip
         return restarted

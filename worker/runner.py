@@ -29,6 +29,7 @@ from sluice.events import DONE, ERROR, STARTED, Event
 from sluice.jobs import AttemptSuperseded, Job, JobAlreadyEnded, JobGone, JobStore
 from sluice.keyvault import KeyVaultError, vault_for
 from sluice.logs import job_event
+from sluice.metrics import JOB_DURATION, JOBS, TIME_TO_FIRST_DELTA, TOKENS, UPSTREAM_ERRORS
 from sluice.models import lookup
 from sluice.settings import Settings
 from sluice.sse_parser import SSEDecoder, SSEProtocolError
@@ -203,6 +204,7 @@ class JobRun:
             self.append(out)
             if self.first_delta_at is None:
                 self.first_delta_at = time.monotonic()
+                TIME_TO_FIRST_DELTA.observe(self.first_delta_at - self.started)
                 job_event(
                     log,
                     "job.first_delta",
@@ -229,6 +231,10 @@ class JobRun:
             "usage_estimated": estimated,
         }
         self.append([Event(DONE, data)])
+        JOBS.labels("succeeded").inc()
+        JOB_DURATION.observe(time.monotonic() - self.started)
+        TOKENS.labels("prompt").inc(usage["prompt_tokens"])
+        TOKENS.labels("completion").inc(usage["completion_tokens"])
         job_event(
             log,
             "job.succeeded",
@@ -245,6 +251,10 @@ class JobRun:
         error = exc.to_dict()
         if isinstance(exc, UpstreamError) and exc.upstream_type:
             error.setdefault("upstream_type", exc.upstream_type)
+        JOBS.labels("failed").inc()
+        JOB_DURATION.observe(time.monotonic() - self.started)
+        if isinstance(exc, UpstreamError):
+            UPSTREAM_ERRORS.labels(str(exc.upstream_status or exc.type)).inc()
         job_event(
             log,
             "job.failed",

@@ -94,3 +94,51 @@ def test_logs_can_be_json_lines(
     ]
     assert [r["event"] for r in records] == ["job.started", "job.first_delta", "job.succeeded"]
     assert all(r["job"] == job["id"] and r["level"] == "info" for r in records)
+
+
+def metric(text: str, name: str) -> float:
+    """The sum of a metric's samples whose line starts with ``name``."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
+
+
+def test_gateway_metrics_count_streams_and_read_the_cluster_from_redis(
+    client: httpx.Client,
+) -> None:
+    job = create_job(client, model="slow;delay=0.1;words=30")
+    with client.stream("GET", job["events_url"]) as response:
+        next(response.iter_bytes())
+        during = client.get("/metrics")
+        assert during.headers["content-type"].startswith("text/plain")
+        assert metric(during.text, "sluice_active_streams") >= 1
+        assert metric(during.text, "sluice_jobs_running") >= 1
+        assert metric(during.text, "sluice_workers_alive") >= 1
+        assert "sluice_queue_depth" in during.text
+    client.post(f"{job['url']}/cancel")
+    time.sleep(0.5)
+    after = client.get("/metrics").text
+    assert metric(after, "sluice_active_streams") == 0
+    assert metric(after, 'sluice_jobs_total{status="cancelled"}') >= 1
+
+
+def test_worker_metrics_cover_jobs_latency_errors_and_tokens(
+    make_stack: Callable[..., Stack],
+) -> None:
+    from tests.support import free_port
+
+    port = free_port()
+    stack = make_stack(workers=0)
+    stack.start_worker(env={"SLUICE_WORKER_METRICS_PORT": str(port)})
+    with stack.client() as c:
+        for model in ("openai", "openai", "http-401"):
+            read_stream(c, create_job(c, model=model)["events_url"])
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    assert metric(text, 'sluice_jobs_total{status="succeeded"}') == 2
+    assert metric(text, 'sluice_jobs_total{status="failed"}') == 1
+    assert metric(text, 'sluice_upstream_errors_total{status="401"}') == 1
+    assert metric(text, "sluice_time_to_first_delta_seconds_count") == 2
+    assert metric(text, "sluice_job_duration_seconds_count") == 3
+    assert metric(text, 'sluice_tokens_total{kind="completion"}') > 0
