@@ -37,3 +37,19 @@ def child_exit(server, worker):  # type: ignore[no-untyped-def]
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker):  # type: ignore[no-untyped-def]
+    """On SIGTERM, end this process's streams at once: their clients reconnect (with
+    Last-Event-ID) to another gateway instead of waiting out the graceful timeout."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while worker.alive:
+            time.sleep(0.5)
+        from gateway.feed import drain
+
+        drain()
+
+    threading.Thread(target=watch, name="sluice-drain", daemon=True).start()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from typing import Final
@@ -39,6 +40,17 @@ class _Heartbeat:
 
 
 HEARTBEAT: Final = _Heartbeat()
+# Set when this process is shutting down (SIGTERM): every feed ends at once, without a
+# terminal event, so its client reconnects (with its last id) to another process.
+DRAINING = threading.Event()
+
+
+def drain() -> None:
+    DRAINING.set()
+    for hub in list(Hub.instances):
+        hub.wake_all()
+
+
 Item = tuple[int, str] | _Heartbeat
 
 
@@ -79,6 +91,11 @@ class JobFeed:
             next_beat = time.monotonic() + self.heartbeat
             while not self.finished:
                 messages = inbox.get(timeout=max(0.0, next_beat - time.monotonic()))
+                if DRAINING.is_set():
+                    log.info(
+                        "job %s: this gateway is shutting down; ending the stream", self.job_id
+                    )
+                    break
                 if inbox.stale:  # messages were dropped: the log has them
                     inbox.stale = False
                     yield from self._new(self.store.read_events(self.job_id, self.last))
@@ -122,7 +139,8 @@ class OwnSubscription:
         raise redis.TimeoutError("no subscription confirmation from Redis")
 
     def get(self, timeout: float) -> list[str] | None:
-        message = self.pubsub.get_message(timeout=timeout)
+        # wake at least every second: a draining process must notice
+        message = self.pubsub.get_message(timeout=min(timeout, 1.0))
         if message is not None and message["type"] == "message":
             return [message["data"]]
         return None

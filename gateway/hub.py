@@ -22,6 +22,8 @@ import collections
 import logging
 import threading
 import time
+import weakref
+from typing import ClassVar
 
 import redis
 
@@ -66,7 +68,10 @@ class Listener:
 
 
 class Hub:
+    instances: ClassVar[weakref.WeakSet[Hub]] = weakref.WeakSet()
+
     def __init__(self, client: redis.Redis, control_channel: str) -> None:
+        Hub.instances.add(self)
         self.client = client
         self.control_channel = control_channel
         self._pubsub: redis.client.PubSub | None = None
@@ -110,6 +115,12 @@ class Hub:
                         self._pubsub.unsubscribe(listener.channel)
                     except redis.RedisError as exc:
                         log.debug("unsubscribe %s failed: %s", listener.channel, exc)
+
+    def wake_all(self) -> None:
+        """Wake every listener (the process is draining: feeds check and end)."""
+        for peers in list(self._listeners.values()):
+            for listener in list(peers):
+                listener._ready.set()
 
     @property
     def channels(self) -> int:

@@ -106,6 +106,7 @@ class JobStore:
         self._claim = client.register_script(lua.CLAIM)
         self._renew = client.register_script(lua.RENEW)
         self._reap = client.register_script(lua.REAP)
+        self._release = client.register_script(lua.RELEASE)
 
     # -- creating and reading -------------------------------------------------------------
 
@@ -182,6 +183,12 @@ class JobStore:
         keys = [self.keys.job(job_id), self.keys.leases]
         until = time.time() + self.settings.lease_ttl
         return bool(self._renew(keys=keys, args=[job_id, attempt, until]))
+
+    def release(self, job_id: str, attempt: int, reason: str = "worker_shutdown") -> bool:
+        """Give a running job back (a worker shutting down): end its lease now, so a
+        reaper restarts it with a ``reset`` event saying ``reason``."""
+        keys = [self.keys.job(job_id), self.keys.leases]
+        return bool(self._release(keys=keys, args=[job_id, attempt, reason]))
 
     def expired_leases(self, limit: int = 100) -> list[str]:
         """Ids of running jobs whose lease has run out (their worker is presumably dead)."""

@@ -92,6 +92,17 @@ redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 return 1
 """
 
+# KEYS: job hash, lease index.  ARGV: job id, attempt, reason.
+# A worker shutting down gives its job back: its lease ends now (with the reason for the
+# `reset` event), and any live worker's reaper restarts the job within seconds.
+RELEASE = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'lease_until', 0, 'release_reason', ARGV[3])
+redis.call('ZADD', KEYS[2], 0, ARGV[1])
+return 1
+"""
+
 # KEYS: job hash, event log, live channel, lease index
 # ARGV: job id, now, max attempts, finished-job ttl, max job age, the worker_lost error entry
 # For a running job whose lease expired (its worker died): below the attempt limit, append
@@ -112,14 +123,16 @@ if lease > tonumber(ARGV[2]) then
   return 0
 end
 local attempt = tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0')
-if attempt >= tonumber(ARGV[3]) then
+if attempt >= tonumber(ARGV[3]) and not redis.call('HGET', KEYS[1], 'release_reason') then
   push(KEYS[2], KEYS[3], KEYS[1], {ARGV[6]}, tonumber(ARGV[5]))
   end_job(KEYS[1], KEYS[2], KEYS[4], ARGV[1], 'failed', ARGV[2], tonumber(ARGV[4]))
   return -1
 end
-local reset = 'reset {"reason":"worker_lost","attempt":' .. (attempt + 1) .. '}'
+local reason = redis.call('HGET', KEYS[1], 'release_reason') or 'worker_lost'
+local reset = 'reset {"reason":"' .. reason .. '","attempt":' .. (attempt + 1) .. '}'
 push(KEYS[2], KEYS[3], KEYS[1], {reset}, tonumber(ARGV[5]))
 redis.call('HSET', KEYS[1], 'status', 'queued')
+redis.call('HDEL', KEYS[1], 'release_reason')
 redis.call('ZREM', KEYS[4], ARGV[1])
 return attempt + 1
 """

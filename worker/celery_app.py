@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from functools import lru_cache
 
 from celery.signals import worker_ready, worker_shutting_down
@@ -27,7 +28,7 @@ configure_logging()
 settings = Settings.from_env()
 app = make_celery(settings, main="sluice-worker")
 log = logging.getLogger("sluice.worker")
-_background: dict[str, Presence] = {}
+_background: dict[str, Presence | Reaper] = {}
 
 
 @lru_cache(maxsize=1)
@@ -56,7 +57,9 @@ def _start_reaper(**_kwargs: object) -> None:
     presence = Presence(store.redis, store.keys)
     presence.start()
     _background["presence"] = presence
-    Reaper(store, _enqueue).start()
+    reaper = Reaper(store, _enqueue)
+    reaper.start()
+    _background["reaper"] = reaper
     port = os.environ.get("SLUICE_WORKER_METRICS_PORT")
     if port:
         serve_worker_metrics(int(port))
@@ -71,6 +74,16 @@ def _start_reaper(**_kwargs: object) -> None:
 
 @worker_shutting_down.connect
 def _leave(**_kwargs: object) -> None:
-    presence = _background.get("presence")
-    if presence is not None:
-        presence.stop()
+    """SIGTERM (a deploy, a PaaS restart): leave the registry and hand running jobs back,
+    so they restart on another worker at once rather than when the grace period ends.
+
+    Runs in a thread (a greenlet under the gevent pool): this signal arrives inside the
+    event loop's callback, where blocking on Redis is not allowed."""
+
+    def hand_back() -> None:
+        for helper in _background.values():
+            helper.stop()  # leave the registry; restart no more jobs from here
+        handed = runner().hand_back_all()
+        log.info("shutting down: handed %d running job(s) back", handed)
+
+    threading.Thread(target=hand_back, name="sluice-hand-back").start()

@@ -54,8 +54,7 @@ class Reaper:
             if outcome > 0:
                 job = self.store.get(job_id)
                 queue = job.queue if job and job.queue else self.store.settings.queue
-                job_event(log, "job.restarted", job_id, logging.WARNING, reason="worker_lost",
-                          attempt=outcome)  # fmt: skip
+                job_event(log, "job.restarted", job_id, logging.WARNING, attempt=outcome)
                 self.enqueue(job_id, queue)
                 restarted += 1
             elif outcome < 0:

@@ -23,6 +23,7 @@ from typing import Any
 
 import redis
 import requests
+from celery.exceptions import Reject
 
 from sluice.errors import SluiceError, UpstreamError, UpstreamProtocolError
 from sluice.events import DONE, ERROR, STARTED, Event
@@ -59,15 +60,41 @@ class JobRunner:
         self.upstream = upstream
         self.settings = settings
         self.poll_interval = poll_interval
+        self.active: set[JobRun] = set()  # the attempts this process is running
+        self.shutting_down = False
+
+    def hand_back_all(self) -> int:
+        """Shutting down: give every running job back so another worker restarts it now,
+        instead of being killed at the end of the platform's grace period."""
+        self.shutting_down = True
+        handed = 0
+        for run in list(self.active):
+            try:
+                if self.store.release(run.job.id, run.attempt):
+                    handed += 1
+                    job_event(log, "job.handed_back", run.job.id, attempt=run.attempt)
+            except redis.RedisError as exc:
+                log.warning("job %s: cannot hand back (%s); its lease will lapse", run.job.id, exc)
+            if run.watcher is not None:
+                run.watcher.stop_now()
+        return handed
 
     def run(self, job_id: str) -> None:
+        if self.shutting_down:
+            # a message delivered during a warm shutdown goes back to the queue untouched
+            raise Reject("this worker is shutting down", requeue=True)
         attempt = self.store.claim(job_id)
         if not attempt:
             log.info("job %s: not queued (already running, ended or expired); skipping", job_id)
             return
         job = self.store.get(job_id)
         if job is not None:
-            JobRun(self, job, attempt).run()
+            run = JobRun(self, job, attempt)
+            self.active.add(run)
+            try:
+                run.run()
+            finally:
+                self.active.discard(run)
 
 
 class JobRun:
@@ -83,6 +110,7 @@ class JobRun:
         self.started = time.monotonic()
         self.first_delta_at: float | None = None
         self.reader = ChunkReader(int(job.request.get("n") or 1))
+        self.watcher: JobWatcher | None = None
 
     # -- writing events ---------------------------------------------------------------
 
@@ -111,6 +139,7 @@ class JobRun:
             self.append([Event(STARTED, {"model": job.model, "attempt": self.attempt})])
             job_event(log, "job.started", job.id, attempt=self.attempt, model=job.model)
             with JobWatcher(self.store, job.id, self.attempt, self.runner.poll_interval) as w:
+                self.watcher = w
                 self._stream_with_retries(w)
         except _STOPPED as exc:
             job_event(log, "job.stopped", job.id, attempt=self.attempt, reason=type(exc).__name__)

@@ -64,6 +64,12 @@ class JobWatcher:
             if self.stopped:
                 self._abort()
 
+    def stop_now(self) -> None:
+        """The job is being given away (shutdown): stop streaming at once."""
+        with self._lock:
+            self.stopped = True
+            self._abort()
+
     def sleep(self, seconds: float) -> bool:
         """Wait (a retry backoff); returns False at once if the job stopped meanwhile."""
         deadline = time.monotonic() + seconds

@@ -10,8 +10,18 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from sluice.fake_upstream import FakeUpstream, expected_reply
 from tests.conftest import Stack
-from tests.support import ProcessLogs, create_job, read_stream, wait_until
+from tests.support import (
+    ProcessLogs,
+    RestartableGateway,
+    create_job,
+    free_port,
+    read_stream,
+    text_of,
+    upstream_body,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -142,3 +152,62 @@ def test_worker_metrics_cover_jobs_latency_errors_and_tokens(
     assert metric(text, "sluice_time_to_first_delta_seconds_count") == 2
     assert metric(text, "sluice_job_duration_seconds_count") == 3
     assert metric(text, 'sluice_tokens_total{kind="completion"}') > 0
+
+
+def test_a_gateway_given_sigterm_ends_its_streams_at_once_and_clients_resume_elsewhere(
+    make_stack: Callable[..., Stack], upstream: FakeUpstream, gateway_url: str
+) -> None:
+    stack = make_stack(workers=1)
+    prompt = f"drain {secrets.token_hex(3)}"
+    with stack.client() as c:
+        job = create_job(
+            c, model="slow;delay=0.05;words=80", messages=[{"role": "user", "content": prompt}]
+        )
+        seen = read_stream(c, job["events_url"], limit=5)
+        with c.stream("GET", job["events_url"], headers={"Last-Event-ID": str(seen[-1].id)}) as r:
+            chunks = r.iter_bytes()
+            next(chunks)
+            started = time.monotonic()
+            assert stack.gateway.process is not None
+            stack.gateway.process.terminate()  # SIGTERM to the gunicorn master
+            rest_raw = b"".join(chunks)  # the stream ends, without a terminal event
+            ended_s = time.monotonic() - started
+        assert b"event: done" not in rest_raw and ended_s < 5
+        assert stack.gateway.process.wait(15) == 0
+        # the client reconnects to another gateway of the deployment, with its last id
+        other = RestartableGateway(stack.settings, stack.logs, free_port(), name="drain-b")
+        other.start()
+        try:
+            with httpx.Client(base_url=other.url, timeout=30) as c2:
+                ids = [int(x[4:]) for x in rest_raw.splitlines() if x.startswith(b"id: ")]
+                last = max(ids, default=seen[-1].id)
+                rest = read_stream(c2, job["events_url"], headers={"Last-Event-ID": str(last)})
+                full = read_stream(c2, job["events_url"])
+        finally:
+            other.stop()
+    assert rest[-1].event == "done"
+    assert text_of(full) == expected_reply(upstream_body(upstream, prompt))
+
+
+def test_a_worker_given_sigterm_hands_its_jobs_back_at_once(
+    make_stack: Callable[..., Stack], upstream: FakeUpstream
+) -> None:
+    stack = make_stack(workers=1)
+    prompt = f"hand back {secrets.token_hex(3)}"
+    with stack.client() as c:
+        job = create_job(
+            c, model="slow;delay=0.05;words=100", messages=[{"role": "user", "content": prompt}]
+        )
+        read_stream(c, job["events_url"], limit=5)
+        stack.start_worker()
+        first = stack.workers[0]
+        started = time.monotonic()
+        first.terminate()  # SIGTERM: Celery's warm shutdown
+        assert first.wait(20) == 0
+        exit_s = time.monotonic() - started
+        events = read_stream(c, job["events_url"])
+    resets = [e for e in events if e.event == "reset"]
+    assert [r.data for r in resets] == [{"reason": "worker_shutdown", "attempt": 2}]
+    assert exit_s < 10  # it did not wait for the 5 s answer to finish streaming... nor hang
+    assert events[-1].event == "done"
+    assert text_of(events) == expected_reply(upstream_body(upstream, prompt))
