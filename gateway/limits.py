@@ -11,6 +11,7 @@ from flask import Flask, request
 from flask_limiter import Limiter
 
 from gateway.access import current_owner
+from sluice.redis_conn import tls_options
 from sluice.settings import Settings
 
 LIMITED_ENDPOINTS = ("jobs.create_job", "openai.chat_completions", "upstream.verify_key")
@@ -28,6 +29,7 @@ def install_rate_limits(app: Flask, settings: Settings) -> Limiter | None:
         key_func=client_key,
         app=app,
         storage_uri=settings.redis_url,
+        storage_options=tls_options(settings),  # type: ignore[arg-type]
         strategy="moving-window",
         headers_enabled=True,
         key_prefix=f"{settings.key_prefix}:ratelimit",

@@ -6,10 +6,9 @@ on an app built from the same settings.
 
 from __future__ import annotations
 
-import ssl
-
 from celery import Celery
 
+from sluice.redis_conn import CERT_REQS, tls_options
 from sluice.settings import Settings
 
 RUN_JOB_TASK = "sluice.run_job"
@@ -32,6 +31,6 @@ def make_celery(settings: Settings, main: str = "sluice") -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": 2 * 3600},
     )
-    if settings.redis_url.startswith("rediss://") and "ssl_cert_reqs" not in settings.redis_url:
-        app.conf.broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    if tls_options(settings):
+        app.conf.broker_use_ssl = {"ssl_cert_reqs": CERT_REQS[settings.redis_ssl_cert_reqs]}
     return app

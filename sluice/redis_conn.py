@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
@@ -19,5 +21,18 @@ def make_redis(settings: Settings, **overrides: object) -> redis.Redis:
         "retry": Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=5),
         "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
     }
+    options.update(tls_options(settings))
     options.update(overrides)
     return redis.Redis.from_url(settings.redis_url, **options)
+
+
+CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+
+def tls_options(settings: Settings) -> dict[str, object]:
+    """redis-py's TLS options for a ``rediss://`` URL (none for ``redis://``)."""
+    if not settings.redis_url.startswith("rediss://") or "ssl_cert_reqs" in settings.redis_url:
+        return {}
+    if settings.redis_ssl_cert_reqs not in CERT_REQS:
+        raise ValueError("REDIS_SSL_CERT_REQS must be required, optional or none")
+    return {"ssl_cert_reqs": settings.redis_ssl_cert_reqs}

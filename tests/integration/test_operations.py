@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import shutil
+import socket
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -210,4 +215,72 @@ def test_a_worker_given_sigterm_hands_its_jobs_back_at_once(
     assert [r.data for r in resets] == [{"reason": "worker_shutdown", "attempt": 2}]
     assert exit_s < 10  # it did not wait for the 5 s answer to finish streaming... nor hang
     assert events[-1].event == "done"
+    assert text_of(events) == expected_reply(upstream_body(upstream, prompt))
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[str]:
+    """A Redis speaking TLS only, with a self-signed certificate (as PaaS add-ons do)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "redis.example")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is needed for the TLS test")
+        pytest.skip("needs Debian's redis-server (built with TLS)")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", "0", "--tls-port", str(port), "--tls-cert-file",
+         str(tmp_path / "cert.pem"), "--tls-key-file", str(tmp_path / "key.pem"),
+         "--tls-auth-clients", "no", "--save", "", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    def up() -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_until(up, 10, process)
+    yield f"rediss://127.0.0.1:{port}/0"
+    process.terminate()
+    process.wait(10)
+
+
+def test_the_stack_runs_over_rediss_with_a_self_signed_certificate(
+    make_stack: Callable[..., Stack], tls_redis: str, upstream: FakeUpstream
+) -> None:
+    import redis as redis_lib
+
+    verified = redis_lib.Redis.from_url(tls_redis, socket_connect_timeout=2)
+    with pytest.raises(redis_lib.ConnectionError):
+        verified.ping()  # the default verifies the certificate, and this one is self-signed
+    stack = make_stack(workers=1, redis_url=tls_redis, redis_ssl_cert_reqs="none",
+                       rate_limit="100/minute")  # fmt: skip
+    prompt = f"over tls {secrets.token_hex(3)}"
+    with stack.client() as c:
+        assert c.get("/readyz").json()["checks"]["redis"]["status"] == "ok"
+        job = create_job(c, messages=[{"role": "user", "content": prompt}])
+        events = read_stream(c, job["events_url"])
     assert text_of(events) == expected_reply(upstream_body(upstream, prompt))
