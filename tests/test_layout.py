@@ -63,7 +63,10 @@ def test_gunicorn_config_binds_port_and_uses_gevent() -> None:
 def test_compose_file_has_redis_web_and_worker_matching_the_procfile() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"redis", "web", "worker"} <= set(services)
+    assert {"redis", "web", "worker", "flower"} <= set(services)
+    assert services["flower"]["command"][:4] == ["celery", "--app", "worker.celery_app", "flower"]
+    assert "--appendonly" in services["redis"]["command"]
+    assert "redis-data" in compose["volumes"]
     assert "healthcheck" in services["redis"]
     assert "healthcheck" in services["web"]
     processes = procfile()
