@@ -119,6 +119,9 @@ def test_run_command_starts_redis_the_stack_and_a_labelled_demo_upstream(
             os.killpg(launcher.pid, signal.SIGKILL)
             raise
     assert launcher.returncode is not None
+    log = log_path.read_text()
+    # honcho passed SIGTERM on: gunicorn and Celery shut down gracefully
+    assert "Warm shutdown" in log and "Shutting down: Master" in log
 
 
 def test_streams_relay_with_a_redis_connection_per_client_too(
