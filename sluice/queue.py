@@ -29,7 +29,12 @@ def make_celery(settings: Settings, main: str = "sluice") -> Celery:
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": 2 * 3600},
+        # kombu's own Redis pool: acks of many concurrent late-acked tasks need connections
+        broker_transport_options={
+            "visibility_timeout": 2 * 3600,
+            "max_connections": settings.redis_max_connections,
+        },
+        broker_pool_limit=100,
     )
     if tls_options(settings):
         app.conf.broker_use_ssl = {"ssl_cert_reqs": CERT_REQS[settings.redis_ssl_cert_reqs]}

@@ -12,7 +12,13 @@ from sluice.settings import Settings
 
 
 def make_redis(settings: Settings, **overrides: object) -> redis.Redis:
-    """A client with decoded strings, TCP keepalive and retries with backoff on reconnect."""
+    """A client with decoded strings, TCP keepalive and retries with backoff on reconnect.
+
+    Its pool holds up to ``SLUICE_REDIS_MAX_CONNECTIONS`` connections and makes a caller
+    wait (up to 10 s) for a free one rather than fail: redis-py's default pool refuses a
+    101st connection, which a gateway with hundreds of streams or a worker with hundreds
+    of jobs reaches in a burst.
+    """
     options: dict[str, object] = {
         "decode_responses": True,
         "socket_keepalive": True,
@@ -23,7 +29,12 @@ def make_redis(settings: Settings, **overrides: object) -> redis.Redis:
     }
     options.update(tls_options(settings))
     options.update(overrides)
-    return redis.Redis.from_url(settings.redis_url, **options)
+    pool = redis.BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=settings.redis_max_connections, timeout=10, **options
+    )
+    client = redis.Redis(connection_pool=pool)
+    client.auto_close_connection_pool = True
+    return client
 
 
 CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}

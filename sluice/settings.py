@@ -35,6 +35,8 @@ class Settings:
     # For rediss:// URLs: verify the server's certificate ("required"), or not ("none":
     # PaaS Redis add-ons such as Heroku's use self-signed certificates).
     redis_ssl_cert_reqs: str = "required"
+    # Connections each process may open to Redis (its pool waits when all are busy).
+    redis_max_connections: int = 1000
     openai_api_key: str | None = field(default=None, repr=False)
     openai_base_url: str = "https://api.openai.com/v1"
     port: int = 8000
@@ -94,6 +96,7 @@ class Settings:
     def from_env(cls, **overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "redis_url": _env("REDIS_URL", cls.redis_url),
+            "redis_max_connections": _int("SLUICE_REDIS_MAX_CONNECTIONS", 1000),
             "redis_ssl_cert_reqs": _env("REDIS_SSL_CERT_REQS", cls.redis_ssl_cert_reqs).lower(),
             "openai_api_key": os.environ.get("OPENAI_API_KEY") or None,
             "openai_base_url": _env("OPENAI_BASE_URL", cls.openai_base_url).rstrip("/"),

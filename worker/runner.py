@@ -83,7 +83,12 @@ class JobRunner:
         if self.shutting_down:
             # a message delivered during a warm shutdown goes back to the queue untouched
             raise Reject("this worker is shutting down", requeue=True)
-        attempt = self.store.claim(job_id)
+        try:
+            attempt = self.store.claim(job_id)
+        except redis.RedisError as exc:
+            # not claimed, so nothing is lost: the message goes back to the queue
+            log.warning("job %s: cannot claim (%s); requeueing", job_id, exc)
+            raise Reject(f"Redis unavailable: {exc}", requeue=True) from None
         if not attempt:
             log.info("job %s: not queued (already running, ended or expired); skipping", job_id)
             return
