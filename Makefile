@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format clean vendor
+.PHONY: run test lint format clean vendor bench
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: $(STAMP)
 	else echo "npm not found: the Node client test will be skipped"; fi
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+# The benchmark (docs/performance.md): Sluice against a direct proxy and flask-sse
+BENCH_ARGS ?= --deltas 100 --interval 0.1
+bench: $(STAMP)
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -54,7 +54,7 @@ def backoff(retry: int, retry_after: float | None) -> float:
 
 class JobRunner:
     def __init__(
-        self, store: JobStore, upstream: Upstream, settings: Settings, poll_interval: float = 0.5
+        self, store: JobStore, upstream: Upstream, settings: Settings, poll_interval: float = 1.0
     ) -> None:
         self.store = store
         self.upstream = upstream

@@ -1,0 +1,1 @@
+"""Sluice's benchmark: ``python -m bench.run`` (see docs/performance.md)."""

@@ -1,0 +1,305 @@
+"""The load client: N concurrent SSE streams against one system, with asyncio + aiohttp.
+
+Runs in its own process (``python -m bench.client --spec JSON --out FILE``), spawned by
+``bench.run``, and writes a JSON summary. All N streams start at once. Per stream it
+records the time from its first request to its first delta (TTFD), each delta's latency
+(receive wall time minus the emit time the upstream wrote into the delta), the deltas
+received, and what went wrong: a non-2xx answer, a missing or repeated delta, a stream
+that ended without ``done``, an exception, or the run's deadline.
+
+How each system is driven:
+
+``sluice``     ``POST /v1/jobs`` (202) then ``GET`` its ``events_url``.
+``direct``     ``POST /chat``: the answer is the stream.
+``flask-sse``  ``GET /stream?channel=<id>`` first (flask-sse keeps no history), then
+               ``POST /start`` (202 once the subscription is seen in Redis); the client
+               closes the stream after ``done``, since flask-sse never ends it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import resource
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import aiohttp
+
+SYSTEMS = ("sluice", "direct", "flask-sse")
+TERMINAL_FAILURES = ("error", "cancelled")
+
+
+@dataclass(frozen=True)
+class Spec:
+    system: str
+    base_url: str
+    n: int
+    deltas: int
+    interval: float
+    timeout: float
+
+    @property
+    def model(self) -> str:
+        return f"bench;deltas={self.deltas};interval={self.interval:g}"
+
+
+@dataclass
+class StreamResult:
+    t0: float = 0.0
+    accepted: float | None = None  # the job-starting request answered (sluice, flask-sse)
+    opened: float | None = None  # the SSE response's headers arrived
+    first_delta: float | None = None
+    last_delta: float | None = None
+    seqs: set[int] = field(default_factory=set)
+    duplicates: int = 0
+    terminal: str | None = None
+    error: str | None = None
+
+
+def _stage(res: StreamResult) -> str:
+    """How far a stream got, for a timeout's message."""
+    if res.opened is None:
+        return "job accepted, stream not open" if res.accepted else "no answer yet"
+    return f"stream open, {len(res.seqs)} deltas received"
+
+
+class SSEReader:
+    """Minimal incremental SSE parsing: (event type, data) per dispatched block."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+
+    def feed(self, data: bytes) -> list[tuple[str, bytes]]:
+        self.buffer += data
+        *blocks, self.buffer = self.buffer.split(b"\n\n")
+        out: list[tuple[str, bytes]] = []
+        for block in blocks:
+            event, lines = "message", []
+            for line in block.split(b"\n"):
+                if not line or line.startswith(b":"):
+                    continue
+                name, _, value = line.partition(b":")
+                if value.startswith(b" "):
+                    value = value[1:]
+                if name == b"event":
+                    event = value.decode()
+                elif name == b"data":
+                    lines.append(value)
+            if lines:
+                out.append((event, b"\n".join(lines)))
+        return out
+
+
+class Run:
+    def __init__(self, spec: Spec, session: aiohttp.ClientSession) -> None:
+        self.spec = spec
+        self.session = session
+        self.latencies: list[float] = []
+        self.received: list[float] = []  # receive time of each latency sample
+        self.body = {"model": spec.model, "messages": [{"role": "user", "content": "x"}]}
+
+    # -- one stream -----------------------------------------------------------------------
+
+    async def stream(self, res: StreamResult) -> None:
+        res.t0 = time.time()
+        try:
+            if self.spec.system == "sluice":
+                await self._sluice(res)
+            elif self.spec.system == "direct":
+                await self._direct(res)
+            else:
+                await self._flask_sse(res)
+        except asyncio.CancelledError:
+            res.error = res.error or f"timeout: the run's deadline passed ({_stage(res)})"
+            raise
+        except Exception as exc:
+            res.error = res.error or f"exception: {type(exc).__name__}: {exc}"[:300]
+        if res.error is None:
+            missing = self.spec.deltas - len(res.seqs)
+            if missing or res.duplicates:
+                res.error = f"deltas: {missing} missing, {res.duplicates} repeated"
+
+    async def _sluice(self, res: StreamResult) -> None:
+        base = self.spec.base_url
+        async with self.session.post(f"{base}/v1/jobs", json=self.body) as r:
+            if r.status != 202:
+                res.error = f"http {r.status} on POST /v1/jobs: {(await r.text())[:200]}"
+                return
+            job = await r.json()
+            res.accepted = time.time()
+        headers = {"Accept": "text/event-stream"}
+        async with self.session.get(f"{base}{job['events_url']}", headers=headers) as r:
+            await self._read(r, res, "GET events")
+
+    async def _direct(self, res: StreamResult) -> None:
+        async with self.session.post(f"{self.spec.base_url}/chat", json=self.body) as r:
+            await self._read(r, res, "POST /chat")
+
+    async def _flask_sse(self, res: StreamResult) -> None:
+        base, channel = self.spec.base_url, uuid.uuid4().hex
+        opening = asyncio.ensure_future(
+            self.session.get(f"{base}/stream", params={"channel": channel})
+        )
+        try:
+            start = {"channel": channel, "model": self.spec.model}
+            async with self.session.post(f"{base}/start", json=start) as r:
+                if r.status != 202:
+                    res.error = f"http {r.status} on POST /start: {(await r.text())[:200]}"
+                    return
+                res.accepted = time.time()
+            response = await opening
+            try:
+                await self._read(response, res, "GET /stream")
+            finally:
+                response.close()  # flask-sse never ends a stream: hang up after done
+        finally:
+            if not opening.done():
+                opening.cancel()
+            with contextlib.suppress(BaseException):
+                (await opening).close()
+
+    async def _read(self, r: aiohttp.ClientResponse, res: StreamResult, what: str) -> None:
+        res.opened = time.time()
+        if r.status != 200:
+            res.error = f"http {r.status} on {what}: {(await r.text())[:200]}"
+            return
+        reader = SSEReader()
+        async for data in r.content.iter_any():
+            received = time.time()
+            for event, payload in reader.feed(data):
+                if event == "delta":
+                    self._delta(res, payload, received)
+                elif event == "done":
+                    res.terminal = "done"
+                    return
+                elif event in TERMINAL_FAILURES:
+                    res.terminal = event
+                    res.error = f"{event} event: {payload[:200].decode(errors='replace')}"
+                    return
+        res.error = "stream ended without a terminal event"
+
+    def _delta(self, res: StreamResult, payload: bytes, received: float) -> None:
+        content = json.loads(payload).get("content") or ""
+        for piece in content.split("|"):
+            if not piece:
+                continue
+            seq, _, emitted = piece.partition(":")
+            self.latencies.append(received - float(emitted))
+            self.received.append(received)
+            if int(seq) in res.seqs:
+                res.duplicates += 1
+            res.seqs.add(int(seq))
+        if res.first_delta is None:
+            res.first_delta = received
+        res.last_delta = received
+
+    # -- the run --------------------------------------------------------------------------
+
+    async def run(self) -> list[StreamResult]:
+        results = [StreamResult() for _ in range(self.spec.n)]
+        tasks = [asyncio.ensure_future(self.stream(res)) for res in results]
+        _done, pending = await asyncio.wait(tasks, timeout=self.spec.timeout)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        return results
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100) of unsorted values; None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value * 1000, 3)
+
+
+def summarise(spec: Spec, results: list[StreamResult], run: Run) -> dict[str, Any]:
+    latencies = run.latencies
+    ttfd = [r.first_delta - r.t0 for r in results if r.first_delta is not None]
+    # steady state: deltas received once every stream had its first delta (start burst over)
+    all_open = max((r.first_delta for r in results if r.first_delta is not None), default=0.0)
+    steady = [lat for lat, t in zip(latencies, run.received, strict=True) if t > all_open]
+    failed = [r for r in results if r.error is not None]
+    reasons = Counter(r.error.split(":")[0] for r in failed if r.error)
+    starts = [r.t0 for r in results if r.t0]
+    ends = [r.last_delta for r in results if r.last_delta is not None]
+    wall = (max(ends) - min(starts)) if starts and ends else None
+    delivered = sum(len(r.seqs) for r in results)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+
+    def stage(attr: str) -> dict[str, float | None]:
+        values = [getattr(r, attr) - r.t0 for r in results if getattr(r, attr) is not None]
+        return {"p50": _ms(percentile(values, 50)), "p99": _ms(percentile(values, 99))}
+
+    return {
+        "spec": asdict(spec),
+        "streams": spec.n,
+        "streams_failed": len(failed),
+        "errors_by_kind": dict(reasons),
+        "error_samples": sorted({r.error for r in failed if r.error})[:5],
+        "ttfd_ms": {q: _ms(percentile(ttfd, p)) for q, p in (("p50", 50), ("p99", 99))},
+        "ttfd_max_ms": _ms(max(ttfd) if ttfd else None),
+        # where TTFD goes: start request answered, SSE headers received (from t0)
+        "accepted_ms": stage("accepted"),
+        "opened_ms": stage("opened"),
+        "latency_ms": {
+            q: _ms(percentile(latencies, p)) for q, p in (("p50", 50), ("p90", 90), ("p99", 99))
+        },
+        "latency_max_ms": _ms(max(latencies) if latencies else None),
+        "latency_steady_ms": {
+            q: _ms(percentile(steady, p)) for q, p in (("p50", 50), ("p90", 90), ("p99", 99))
+        },
+        "latency_steady_samples": len(steady),
+        "deltas_delivered": delivered,
+        "deltas_expected": spec.n * spec.deltas,
+        "wall_s": None if wall is None else round(wall, 3),
+        "deltas_per_s": round(delivered / wall, 1) if wall else None,
+        "client_cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
+    }
+
+
+async def run_spec(spec: Spec) -> dict[str, Any]:
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, auto_decompress=False
+    ) as session:
+        run = Run(spec, session)
+        results = await run.run()
+    return summarise(spec, results, run)
+
+
+def _raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Sluice benchmark load client")
+    parser.add_argument("--spec", required=True, help="JSON of bench.client.Spec")
+    parser.add_argument("--out", required=True, help="where to write the JSON summary")
+    args = parser.parse_args()
+    spec = Spec(**json.loads(args.spec))
+    if spec.system not in SYSTEMS:
+        sys.exit(f"unknown system {spec.system!r}")
+    _raise_fd_limit()
+    summary = asyncio.run(run_spec(spec))
+    with open(args.out, "w") as out:
+        json.dump(summary, out)
+
+
+if __name__ == "__main__":
+    main()

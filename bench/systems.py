@@ -1,0 +1,147 @@
+"""The three systems under test, each started exactly as deployed (gunicorn + Celery).
+
+* ``sluice``: the Procfile's ``web`` (gunicorn, gevent, ``WEB_CONCURRENCY=1``) and one
+  Celery worker (gevent pool, ``--concurrency 1000``), with the environment
+  ``tests/support.py:stack_env`` gives a stack, plus ``SLUICE_SHARED_SUBSCRIBER``.
+* ``direct``: ``bench.direct_proxy`` under the same gunicorn config; no worker.
+* ``flask-sse``: ``bench.flask_sse_app`` under the same gunicorn config and a Celery
+  worker (``bench.flask_sse_worker``) with the same pool and concurrency.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.procs import Proc, Processes, free_port, wait_http
+
+log = logging.getLogger("bench")
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER_CONCURRENCY = 1000
+GATEWAY_APPS = {
+    "sluice": "gateway.wsgi:app",
+    "direct": "bench.direct_proxy:app",
+    "flask-sse": "bench.flask_sse_app:app",
+}
+WORKER_APPS = {"sluice": "worker.celery_app", "flask-sse": "bench.flask_sse_worker"}
+READY_PATHS = {"sluice": "/readyz", "direct": "/healthz", "flask-sse": "/healthz"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row group of the table: a system, and for Sluice the subscriber switch."""
+
+    system: str
+    shared_subscriber: str | None = None  # "0", "1", or None (the deployed default)
+
+    @property
+    def label(self) -> str:
+        if self.shared_subscriber is None:
+            return self.system
+        return f"{self.system} shared={self.shared_subscriber}"
+
+    @property
+    def slug(self) -> str:
+        return self.label.replace(" ", "-").replace("=", "")
+
+
+@dataclass(frozen=True)
+class Context:
+    run_id: str
+    redis_url: str
+    upstream_url: str  # http://127.0.0.1:PORT/v1
+
+    @property
+    def redis_pattern(self) -> str:
+        """Matches every Redis key this run creates (and nothing else)."""
+        return f"*sluice-bench-{self.run_id}*"
+
+
+@dataclass
+class Stack:
+    variant: Variant
+    base_url: str
+    gateway: Proc
+    worker: Proc | None
+
+
+def _base_env(ctx: Context, port: int) -> dict[str, str]:
+    """This machine's environment without OPENAI_/SLUICE_ settings, plus gunicorn's knobs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "SLUICE_"))}
+    env.update(
+        PYTHONUNBUFFERED="1",
+        REDIS_URL=ctx.redis_url,
+        OPENAI_BASE_URL=ctx.upstream_url,
+        OPENAI_API_KEY="sk-bench",
+        PORT=str(port),
+        WEB_CONCURRENCY="1",
+        SLUICE_WORKER_CONNECTIONS="2000",
+        SLUICE_ACCESS_LOG="0",
+        SLUICE_LOG_LEVEL="WARNING",
+    )
+    return env
+
+
+def _env(variant: Variant, ctx: Context, port: int) -> dict[str, str]:
+    env = _base_env(ctx, port)
+    name = f"sluice-bench-{ctx.run_id}-{variant.slug}"
+    if variant.system == "sluice":
+        env.update(
+            SLUICE_KEY_PREFIX=name,
+            SLUICE_QUEUE=f"{name}-q",
+            SLUICE_MAX_QUEUED="100000",
+        )
+        if variant.shared_subscriber is not None:
+            env["SLUICE_SHARED_SUBSCRIBER"] = variant.shared_subscriber
+    elif variant.system == "flask-sse":
+        env["BENCH_FLASK_SSE_QUEUE"] = f"{name}-q"
+    return env
+
+
+def _worker_cmd(variant: Variant, env: dict[str, str], ctx: Context) -> list[str]:
+    queue = env.get("SLUICE_QUEUE") or env["BENCH_FLASK_SSE_QUEUE"]
+    return [
+        sys.executable, "-m", "celery", "--app", WORKER_APPS[variant.system], "worker",
+        "--pool", "gevent", "--concurrency", str(WORKER_CONCURRENCY), "--queues", queue,
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+        "--loglevel", "WARNING", "--hostname", f"bench-{variant.slug}-{ctx.run_id}@%h",
+    ]  # fmt: skip
+
+
+def start_stack(variant: Variant, ctx: Context, procs: Processes) -> Stack:
+    """Start the system's gateway (and worker); returns once the gateway answers.
+
+    The worker's readiness is proven by the warm-up streams, which wait in the queue
+    until it consumes them.
+    """
+    port = free_port()
+    env = _env(variant, ctx, port)
+    worker = None
+    if variant.system in WORKER_APPS:
+        worker = procs.start(
+            f"{variant.slug}-worker", _worker_cmd(variant, env, ctx), env, ROOT,
+            stop_signal=signal.SIGQUIT,  # cold shutdown: nothing left worth waiting for
+        )  # fmt: skip
+    gunicorn = [
+        sys.executable, "-m", "gunicorn", "--no-control-socket", "--config", "gunicorn.conf.py",
+        GATEWAY_APPS[variant.system],
+    ]  # fmt: skip
+    gateway = procs.start(
+        f"{variant.slug}-gateway", gunicorn, env, ROOT,
+        stop_signal=signal.SIGINT,  # gunicorn's quick shutdown
+    )  # fmt: skip
+    base_url = f"http://127.0.0.1:{port}"
+    wait_http(base_url + READY_PATHS[variant.system], gateway, timeout=60)
+    log.info(
+        "%s: gateway pid %d on %s%s",
+        variant.label,
+        gateway.pid,
+        base_url,
+        f", worker pid {worker.pid}" if worker else "",
+    )
+    return Stack(variant, base_url, gateway, worker)
