@@ -12,8 +12,8 @@ from gateway.body import json_object
 from gateway.metrics_api import counted
 from gateway.relay import SSE_HEADERS, sse_body
 from gateway.schemas import ChatParameters
-from gateway.services import services, user_upstream_key
-from gateway.submit import submit_job
+from gateway.services import services
+from gateway.submit import submit_from_request
 from sluice.errors import InvalidRequest, NotFound
 from sluice.jobs import Job
 from sluice.logs import job_event
@@ -46,16 +46,7 @@ def _links(job: Job) -> dict[str, str]:
 @bp.post("/v1/jobs")
 def create_job():  # type: ignore[no-untyped-def]
     params = ChatParameters.model_validate(json_object())
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not 1 <= len(key) <= 255:
-        raise InvalidRequest("Idempotency-Key must be 1 to 255 characters", param="Idempotency-Key")
-    job, _created = submit_job(
-        services(),
-        params,
-        owner=current_owner(),
-        idempotency_key=key,
-        upstream_key=user_upstream_key(),
-    )
+    job, _created = submit_from_request(services(), params)
     body = {
         "id": job.id,
         "object": "sluice.job",

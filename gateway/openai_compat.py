@@ -24,19 +24,18 @@ from collections.abc import Iterable, Iterator
 from itertools import chain
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from gateway.access import current_owner
 from gateway.body import json_object
 from gateway.errors import add_retry_after, from_validation_error
 from gateway.feed import HEARTBEAT, Item
 from gateway.metrics_api import counted
 from gateway.relay import SSE_HEADERS
 from gateway.schemas import ChatCompletionRequest
-from gateway.services import services, user_upstream_key
-from gateway.submit import submit_job
+from gateway.services import services
+from gateway.submit import submit_from_request
 from sluice.errors import PASSED_THROUGH_STATUSES, SluiceError
 from sluice.events import (
     CANCELLED,
@@ -255,13 +254,7 @@ def _first_decisive(items: Iterator[Item]) -> list[Item]:
 def chat_completions():  # type: ignore[no-untyped-def]
     svc = services()
     params = ChatCompletionRequest.model_validate(json_object())
-    job, _created = submit_job(
-        svc,
-        params,
-        owner=current_owner(),
-        idempotency_key=request.headers.get("Idempotency-Key"),
-        upstream_key=user_upstream_key(),
-    )
+    job, _created = submit_from_request(svc, params)
     items = iter(svc.feed(job.id, 0))
     head = _first_decisive(items)
     last = head[-1] if head else None

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 
+from flask import request
+
+from gateway.access import current_owner
 from gateway.schemas import ChatParameters
-from gateway.services import Services
+from gateway.services import Services, user_upstream_key
 from sluice.errors import InvalidRequest, Overloaded, ServiceUnavailable
 from sluice.events import ERROR, Event
 from sluice.jobs import Job
@@ -87,3 +90,18 @@ def submit_job(
         own_key=upstream_key is not None,
     )
     return job, True
+
+
+def submit_from_request(svc: Services, params: ChatParameters) -> tuple[Job, bool]:
+    """``submit_job`` with what the current request says: its owner (access key), its
+    ``Idempotency-Key`` and its own upstream key. Both job-starting routes use this."""
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= 255:
+        raise InvalidRequest("Idempotency-Key must be 1 to 255 characters", param="Idempotency-Key")
+    return submit_job(
+        svc,
+        params,
+        owner=current_owner(),
+        idempotency_key=key,
+        upstream_key=user_upstream_key(),
+    )

@@ -17,7 +17,7 @@ from typing import Any
 import redis
 
 from sluice import lua
-from sluice.errors import SluiceError
+from sluice.errors import SluiceError, WorkerLost
 from sluice.events import CANCELLED, ERROR, TERMINAL_EVENTS, Event, Transcript, fold
 from sluice.keys import Keys
 from sluice.settings import Settings
@@ -202,11 +202,9 @@ class JobStore:
         Returns the next attempt number when the job went back to the queue (the caller
         enqueues it), -1 when it failed with ``worker_lost``, 0 when nothing was due.
         """
-        error = {
-            "type": "worker_lost",
-            "message": f"the worker running this job was lost "
-            f"({self.settings.max_attempts} attempts)",
-        }
+        error = WorkerLost(
+            f"the worker running this job was lost ({self.settings.max_attempts} attempts)"
+        ).to_dict()
         keys = [
             self.keys.job(job_id),
             self.keys.events(job_id),

@@ -189,3 +189,13 @@ def test_parameters_are_mapped_per_model_family(
     body = upstream_body(upstream, text)
     tunables = {"max_tokens", "max_completion_tokens", "temperature", "top_p", "presence_penalty"}
     assert {k: v for k, v in body.items() if k in tunables} == expected
+
+
+def test_a_malformed_idempotency_key_is_refused_here_too(gateway_url: str) -> None:
+    response = httpx.post(
+        f"{gateway_url}/v1/chat/completions",
+        json={"model": "openai", "messages": [{"role": "user", "content": "x"}]},
+        headers={"Idempotency-Key": "k" * 300},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "Idempotency-Key"
