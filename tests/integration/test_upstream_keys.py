@@ -63,7 +63,9 @@ def test_a_users_own_key_is_used_for_their_job_only(client: httpx.Client) -> Non
 def test_a_users_key_is_never_stored_in_clear_and_is_erased_when_the_job_ends(
     client: httpx.Client, settings: Settings, process_logs: ProcessLogs
 ) -> None:
-    user_key = "sk-user-" + secrets.token_hex(16)
+    # a key the upstream accepts, so the job stays running (stalled) until we cancel it;
+    # a refused key would end the job, and erase the sealed key, before we could look
+    user_key = UPSTREAM_KEY
     job = client.post(
         "/v1/jobs",
         json={
