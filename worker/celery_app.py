@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from functools import lru_cache
 
 from celery.signals import worker_ready, worker_shutting_down
@@ -77,8 +78,8 @@ def _leave(**_kwargs: object) -> None:
     """SIGTERM (a deploy, a PaaS restart): leave the registry and hand running jobs back,
     so they restart on another worker at once rather than when the grace period ends.
 
-    Runs in a thread (a greenlet under the gevent pool): this signal arrives inside the
-    event loop's callback, where blocking on Redis is not allowed."""
+    Runs in a greenlet (a thread without gevent): this signal arrives inside the event
+    loop's callback, where blocking on Redis is not allowed."""
 
     def hand_back() -> None:
         for helper in _background.values():
@@ -86,4 +87,17 @@ def _leave(**_kwargs: object) -> None:
         handed = runner().hand_back_all()
         log.info("shutting down: handed %d running job(s) back", handed)
 
-    threading.Thread(target=hand_back, name="sluice-hand-back").start()
+    _spawn(hand_back)
+
+
+def _spawn(function: Callable[[], None]) -> None:
+    """Run ``function`` soon, without blocking: under gevent, ``Thread.start()`` itself
+    waits on an event, which the event loop's callback may not do."""
+    try:
+        from gevent import monkey, spawn
+    except ImportError:  # pragma: no cover - gevent is a dependency
+        monkey = None
+    if monkey is not None and monkey.is_module_patched("threading"):
+        spawn(function)
+    else:
+        threading.Thread(target=function, name="sluice-hand-back").start()
