@@ -171,12 +171,23 @@ class JobStore:
 
     # -- state changes --------------------------------------------------------------------
 
-    def claim(self, job_id: str) -> int:
-        """Mark a queued job running and take its lease; returns the attempt number, or 0
-        if the job is not queued (a duplicate delivery, or it ended or expired)."""
+    def claim(self, job_id: str) -> Job | None:
+        """Start a queued job in one round trip: mark it running, take its lease, append
+        its ``started`` event; returns the job as claimed (``attempt`` is this attempt's
+        number), or None if it is not queued (a duplicate delivery, or it ended or
+        expired)."""
         now = time.time()
-        keys = [self.keys.job(job_id), self.keys.leases]
-        return int(self._claim(keys=keys, args=[job_id, repr(now), now + self.settings.lease_ttl]))
+        keys = [
+            self.keys.job(job_id),
+            self.keys.leases,
+            self.keys.events(job_id),
+            self.keys.channel(job_id),
+        ]
+        args = [job_id, repr(now), now + self.settings.lease_ttl, self.settings.max_job_age]
+        pairs = self._claim(keys=keys, args=args)
+        if not pairs:
+            return None
+        return Job.from_hash(job_id, dict(zip(pairs[::2], pairs[1::2], strict=True)))
 
     def renew(self, job_id: str, attempt: int) -> bool:
         """Extend the lease; False when this attempt no longer owns the running job."""

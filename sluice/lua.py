@@ -69,17 +69,25 @@ return n
 """
 )
 
-# KEYS: job hash, lease index.  ARGV: job id, now, lease expiry.
-# Moves a queued job to running, takes its lease, and returns the new attempt number;
-# returns 0 when the job is not queued (running elsewhere, ended, or gone), so a duplicate
-# delivery of the Celery message cannot start a second stream.
-CLAIM = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
+# KEYS: job hash, lease index, event log, live channel
+# ARGV: job id, now, lease expiry, max job age
+# Moves a queued job to running, takes its lease, appends and publishes the `started`
+# event, and returns the job's hash (field/value pairs), so a worker starts a job in one
+# round trip. Returns nil when the job is not queued (running elsewhere, ended, or gone),
+# so a duplicate delivery of the Celery message cannot start a second stream.
+CLAIM = (
+    _END_JOB
+    + """
+if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return false end
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
 redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[2], 'lease_until', ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-return attempt
+local model = redis.call('HGET', KEYS[1], 'model') or ''
+local started = 'started ' .. cjson.encode({model = model, attempt = attempt})
+push(KEYS[3], KEYS[4], KEYS[1], {started}, tonumber(ARGV[4]))
+return redis.call('HGETALL', KEYS[1])
 """
+)
 
 # KEYS: job hash, lease index.  ARGV: job id, attempt, lease expiry.
 # Extends the lease of a job this attempt still owns; returns 1, or 0 if it lost the job

@@ -42,11 +42,11 @@ def test_job_ids_are_unguessable(store: JobStore) -> None:
 
 def test_appended_events_get_contiguous_ids_and_are_published_once(store: JobStore) -> None:
     job_id = _new(store)
-    assert store.claim(job_id) == 1
     pubsub = store.redis.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(store.keys.channel(job_id))
     pubsub.get_message(timeout=1)
-    assert store.append(job_id, [Event(STARTED, {"model": "m", "attempt": 1})], attempt=1) == 1
+    job = store.claim(job_id)  # appends and publishes `started` as event 1
+    assert job is not None and job.last_event_id == 1
     batch = [Event(DELTA, {"index": 0, "content": c}) for c in ["a\n", "b\u2028", "c"]]
     assert store.append(job_id, batch, attempt=1) == 4
     messages = [pubsub.get_message(timeout=1) for _ in range(2)]
@@ -57,12 +57,24 @@ def test_appended_events_get_contiguous_ids_and_are_published_once(store: JobSto
     pubsub.close()
 
 
+def test_claim_starts_the_job_in_one_step(store: JobStore) -> None:
+    job_id = _new(store)
+    job = store.claim(job_id)
+    assert job is not None
+    assert (job.status, job.attempt, job.model, job.last_event_id) == ("running", 1, "m", 1)
+    assert job.started_at is not None and job.request == {"model": "m", "messages": []}
+    [(event_id, entry)] = store.read_events(job_id)
+    assert event_id == 1 and Event.from_entry(entry) == Event(STARTED, {"model": "m", "attempt": 1})
+    assert store.redis.zscore(store.keys.leases, job_id) is not None
+
+
 def test_claim_succeeds_once_so_a_duplicate_delivery_cannot_run_twice(store: JobStore) -> None:
     job_id = _new(store)
-    assert store.claim(job_id) == 1
-    assert store.claim(job_id) == 0
+    assert store.claim(job_id) is not None
+    assert store.claim(job_id) is None
     job = store.get(job_id)
     assert job is not None and job.status == "running" and job.attempt == 1
+    assert len(store.read_events(job_id)) == 1  # one `started`
 
 
 def test_a_superseded_attempt_cannot_write(store: JobStore) -> None:
@@ -71,7 +83,7 @@ def test_a_superseded_attempt_cannot_write(store: JobStore) -> None:
     store.redis.hset(store.keys.job(job_id), "attempt", 2)
     with pytest.raises(AttemptSuperseded):
         store.append(job_id, [Event(DELTA, {"index": 0, "content": "x"})], attempt=1)
-    assert store.read_events(job_id) == []
+    assert [Event.from_entry(e).type for _, e in store.read_events(job_id)] == [STARTED]
 
 
 def test_terminal_event_ends_the_job_and_sets_the_finished_ttl(store: JobStore) -> None:
@@ -103,7 +115,7 @@ def test_cancel_is_final_and_idempotent(store: JobStore) -> None:
     assert store.cancel(job_id, usage).status == CANCELLED
     assert store.cancel(job_id, usage).status == CANCELLED
     entries = store.read_events(job_id)
-    assert [Event.from_entry(e).type for _, e in entries] == [DELTA, CANCELLED]
+    assert [Event.from_entry(e).type for _, e in entries] == [STARTED, DELTA, CANCELLED]
     with pytest.raises(JobAlreadyEnded):  # the upstream may keep sending: dropped
         store.append(job_id, [Event(DELTA, {"index": 0, "content": "y"})], attempt=1)
     assert fold(entries).usage == usage

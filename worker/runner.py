@@ -26,7 +26,7 @@ import requests
 from celery.exceptions import Reject
 
 from sluice.errors import SluiceError, UpstreamError, UpstreamProtocolError
-from sluice.events import DONE, ERROR, STARTED, Event
+from sluice.events import DONE, ERROR, Event
 from sluice.jobs import AttemptSuperseded, Job, JobAlreadyEnded, JobGone, JobStore
 from sluice.keyvault import KeyVaultError, vault_for
 from sluice.logs import job_event
@@ -37,7 +37,7 @@ from sluice.sse_parser import SSEDecoder, SSEProtocolError
 from sluice.tokens import count_text
 from sluice.upstream_errors import error_from_payload
 from worker.chunks import ChunkReader
-from worker.upstream import Upstream, map_read_error
+from worker.upstream import Upstream, map_read_error, recycle
 from worker.watcher import JobWatcher
 
 log = logging.getLogger("sluice.worker")
@@ -84,22 +84,20 @@ class JobRunner:
             # a message delivered during a warm shutdown goes back to the queue untouched
             raise Reject("this worker is shutting down", requeue=True)
         try:
-            attempt = self.store.claim(job_id)
+            job = self.store.claim(job_id)
         except redis.RedisError as exc:
             # not claimed, so nothing is lost: the message goes back to the queue
             log.warning("job %s: cannot claim (%s); requeueing", job_id, exc)
             raise Reject(f"Redis unavailable: {exc}", requeue=True) from None
-        if not attempt:
+        if job is None:
             log.info("job %s: not queued (already running, ended or expired); skipping", job_id)
             return
-        job = self.store.get(job_id)
-        if job is not None:
-            run = JobRun(self, job, attempt)
-            self.active.add(run)
-            try:
-                run.run()
-            finally:
-                self.active.discard(run)
+        run = JobRun(self, job, job.attempt)
+        self.active.add(run)
+        try:
+            run.run()
+        finally:
+            self.active.discard(run)
 
 
 class JobRun:
@@ -141,7 +139,7 @@ class JobRun:
     def run(self) -> None:
         job = self.job
         try:
-            self.append([Event(STARTED, {"model": job.model, "attempt": self.attempt})])
+            # the claim appended the `started` event
             job_event(log, "job.started", job.id, attempt=self.attempt, model=job.model)
             with JobWatcher(self.store, job.id, self.attempt, self.runner.poll_interval) as w:
                 self.watcher = w
@@ -186,9 +184,10 @@ class JobRun:
         decoder = SSEDecoder()
         response = self.runner.upstream.open_stream(self.job.request, self._api_key())
         watcher.attach(response)
+        chunks = response.iter_content(chunk_size=None)
         saw_done = False
         try:
-            for chunk in response.iter_content(chunk_size=None):
+            for chunk in chunks:
                 saw_done = self._relay(decoder.feed(chunk))
                 if saw_done:
                     break
@@ -201,14 +200,20 @@ class JobRun:
         except SSEProtocolError as exc:
             raise UpstreamProtocolError(f"malformed stream from the upstream: {exc}") from None
         finally:
-            response.close()
-        if watcher.stopped:
-            raise JobAlreadyEnded("stopped while reading")
-        if not saw_done and not self.reader.finished:
-            raise UpstreamProtocolError(
-                "the upstream closed the stream before the completion finished"
-            )
-        self._succeed()
+            if not saw_done:
+                response.close()
+        try:
+            if watcher.stopped:
+                raise JobAlreadyEnded("stopped while reading")
+            if not saw_done and not self.reader.finished:
+                raise UpstreamProtocolError(
+                    "the upstream closed the stream before the completion finished"
+                )
+            self._succeed()  # `done` goes out first; then the connection is tidied up
+        finally:
+            if saw_done:
+                watcher.detach()
+                recycle(response, chunks)
 
     def _api_key(self) -> str | None:
         """The user's own key for this job if it brought one, else the server's."""

@@ -256,14 +256,13 @@ def test_the_view_follows_the_answer_unless_the_reader_scrolls_up(page: Page) ->
 
 
 def test_a_reset_event_discards_the_partial_answer(page: Page, settings) -> None:
-    from sluice.events import DELTA, DONE, RESET, STARTED, Event
+    from sluice.events import DELTA, DONE, RESET, Event
     from sluice.jobs import JobStore
     from sluice.redis_conn import make_redis
 
     store = JobStore(make_redis(settings), settings)
     job, _ = store.create(model="m", request={}, prompt_tokens=1, truncated_messages=0)
-    store.claim(job.id)
-    store.append(job.id, [Event(STARTED, {"model": "m", "attempt": 1})])
+    store.claim(job.id)  # appends `started`
     store.append(job.id, [Event(DELTA, {"index": 0, "content": "half an ans"})])
     store.append(job.id, [Event(RESET, {"reason": "worker_lost", "attempt": 2})])
     store.append(job.id, [Event(DELTA, {"index": 0, "content": "the whole answer"})])
