@@ -19,7 +19,7 @@ from bench.upstream_client import make_session, read_contents
 
 app = Flask(__name__)
 BASE_URL = os.environ.get("OPENAI_BASE_URL", "http://127.0.0.1:8091/v1").rstrip("/")
-SESSION = make_session(pool_size=2000)
+SESSION = make_session(BASE_URL, pool_size=2000)
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 

@@ -37,7 +37,7 @@ app.conf.update(
 # flask-sse reads REDIS_URL from the current Flask app's config
 flask_app = Flask(__name__)
 flask_app.config["REDIS_URL"] = REDIS_URL
-SESSION = make_session(pool_size=2000)
+SESSION = make_session(BASE_URL, pool_size=2000)
 
 
 @app.task(name="bench.flask_sse.relay", ignore_result=True)

@@ -256,6 +256,7 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     body: dict | None
+    client_port: int = 0  # the client's end of the TCP connection: equal ports, reused one
 
 
 class _ClientGone(Exception):
@@ -1027,7 +1028,8 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in self.headers.items():
             key = name.lower()
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        upstream._record(RecordedRequest(self.command, self.path, headers, body))
+        port = self.client_address[1] if len(self.client_address) > 1 else 0
+        upstream._record(RecordedRequest(self.command, self.path, headers, body, port))
         route = (self.command, urlsplit(self.path).path.rstrip("/"))
         try:
             if route == ("POST", "/v1/chat/completions"):

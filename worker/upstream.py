@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from sluice.errors import UpstreamConnectionError, UpstreamError, UpstreamTimeout
@@ -17,13 +19,55 @@ log = logging.getLogger("sluice.worker")
 MAX_ERROR_BODY = 64 * 1024
 
 
-def make_session(pool_size: int = 256) -> requests.Session:
-    """One keep-alive connection pool per worker process, shared by its jobs."""
+def make_session(base_url: str, pool_size: int = 256) -> requests.Session:
+    """One keep-alive connection pool per worker process, shared by its jobs.
+
+    The environment's proxy and CA settings for ``base_url`` (``HTTPS_PROXY``,
+    ``NO_PROXY``, ``REQUESTS_CA_BUNDLE``…) are read once, here: with ``trust_env``
+    requests re-reads them on every request (a scan of ``os.environ`` and a look for
+    ``~/.netrc``), about a tenth of the cost of opening a stream. ``.netrc`` credentials
+    are not used: they would replace the bearer key.
+    """
     session = requests.Session()
     adapter = HTTPAdapter(pool_connections=8, pool_maxsize=pool_size, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
+    environment = session.merge_environment_settings(base_url, {}, None, None, None)
+    session.trust_env = False
+    session.proxies.update(environment["proxies"])
+    session.verify = environment["verify"]
     return session
+
+
+# After [DONE]: how long, and how many bytes, to wait for the end of the response body.
+DRAIN_TIMEOUT = 1.0
+DRAIN_LIMIT = 64 * 1024
+
+
+def recycle(response: requests.Response, rest: Iterator[bytes]) -> bool:
+    """Finish a response whose stream ended with ``[DONE]``, so its connection goes back
+    to the keep-alive pool; returns whether it did.
+
+    What follows ``[DONE]`` is normally only the end of the chunked body, already on its
+    way; reading it lets the next job reuse the connection (no new TCP connection, and
+    against a real provider no new TLS handshake). ``Response.close()`` on an unfinished
+    body closes the connection instead, so every job would open its own. A server that
+    does not end the body promptly gets its connection closed, as before.
+    """
+    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+    try:
+        if sock is not None:
+            sock.settimeout(DRAIN_TIMEOUT)  # urllib3 sets it again for the next request
+        extra = 0
+        for chunk in rest:
+            extra += len(chunk)
+            if extra > DRAIN_LIMIT:
+                break
+    except (requests.RequestException, OSError, urllib3.exceptions.HTTPError):
+        pass
+    reused = bool(getattr(response, "_content_consumed", False))
+    response.close()  # releases a finished connection to the pool, closes any other
+    return reused
 
 
 def _read_error_body(response: requests.Response) -> bytes:
@@ -45,7 +89,7 @@ class Upstream:
 
     def __init__(self, settings: Settings, session: requests.Session | None = None) -> None:
         self.settings = settings
-        self.session = session or make_session()
+        self.session = session or make_session(settings.openai_base_url)
         # servers that answered 400 to stream_options (older Azure, some proxies)
         self._no_stream_options: set[str] = set()
 

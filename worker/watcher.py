@@ -64,6 +64,11 @@ class JobWatcher:
             if self.stopped:
                 self._abort()
 
+    def detach(self) -> None:
+        """The stream ended: leave its connection alone (it may go back to the pool)."""
+        with self._lock:
+            self._response = None
+
     def stop_now(self) -> None:
         """The job is being given away (shutdown): stop streaming at once."""
         with self._lock:

@@ -47,6 +47,21 @@ def test_job_streams_started_deltas_and_done_with_contiguous_ids(
     assert events[-1].data["finish_reasons"] == ["stop"]
 
 
+def test_consecutive_jobs_reuse_the_upstream_connection(
+    client: httpx.Client, upstream: FakeUpstream
+) -> None:
+    """After [DONE] the worker reads the end of the body, so the connection goes back to
+    the keep-alive pool (no TCP, and against a provider no TLS, handshake per job)."""
+    first, _ = run_job(client)
+    second, _ = run_job(client)
+    requests = [r for r in upstream.requests if r.path.endswith("/chat/completions")]
+    prompts = [(r.body or {}).get("messages", [{}])[-1].get("content") for r in requests]
+    at = prompts.index(second["prompt"])
+    assert prompts.index(first["prompt"]) < at
+    earlier_ports = {r.client_port for r in requests[:at]}
+    assert requests[at].client_port in earlier_ports  # a pooled connection, not a new one
+
+
 def test_accepted_answer_has_the_contract_fields(client: httpx.Client) -> None:
     prompt = unique_prompt()
     response = client.post(
