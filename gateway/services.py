@@ -9,6 +9,7 @@ from celery import Celery
 from flask import current_app
 
 from gateway.access import AccessControl
+from gateway.admission import SubmissionGate
 from gateway.feed import JobFeed
 from gateway.hub import Hub
 from sluice.jobs import JobStore
@@ -27,6 +28,7 @@ class Services:
     vault: KeyVault | None
     access: AccessControl
     hub: Hub | None
+    submissions: SubmissionGate
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -38,7 +40,8 @@ class Services:
             # no health-check PINGs: the hub's one reader must be the only one on its socket
             hub = Hub(make_redis(settings, health_check_interval=0), f"{settings.key_prefix}:hub")
         access = AccessControl(settings)
-        return cls(settings, client, store, make_celery(settings), vault, access, hub)
+        gate = SubmissionGate(settings.submit_concurrency)
+        return cls(settings, client, store, make_celery(settings), vault, access, hub, gate)
 
     def feed(self, job_id: str, after: int) -> JobFeed:
         return JobFeed(self.store, job_id, after, self.settings.heartbeat_interval, self.hub)

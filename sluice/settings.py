@@ -88,6 +88,9 @@ class Settings:
     max_queued: int = 1000
     # Largest accepted request body, in bytes.
     max_body_bytes: int = 1_000_000
+    # Job submissions one gateway process works on at once (count, store, enqueue); the
+    # rest wait their turn, so a burst of new jobs cannot stall the streams it relays.
+    submit_concurrency: int = 4
     # Encrypts the upstream keys users bring per request (X-Upstream-Api-Key); the same
     # value on every gateway and worker. Unset: per-request keys are refused.
     secret_key: str | None = field(default=None, repr=False)
@@ -130,6 +133,7 @@ class Settings:
             "models_cache_ttl": _float("SLUICE_MODELS_CACHE_TTL", cls.models_cache_ttl),
             "max_queued": _int("SLUICE_MAX_QUEUED", cls.max_queued),
             "max_body_bytes": _int("SLUICE_MAX_BODY_BYTES", cls.max_body_bytes),
+            "submit_concurrency": _int("SLUICE_SUBMIT_CONCURRENCY", cls.submit_concurrency),
             "secret_key": os.environ.get("SLUICE_SECRET_KEY") or None,
             "access_keys": _list("SLUICE_ACCESS_KEYS"),
             "rate_limit": _env("SLUICE_RATE_LIMIT", ""),
