@@ -64,6 +64,24 @@ class JobFeed:
         self.last = after
         self.heartbeat = heartbeat
         self.finished = False
+        self._inbox: Listener | OwnSubscription | None = None
+
+    def open(self) -> JobFeed:
+        """Step 1 now: subscribe (idempotent). A route that starts the job itself calls
+        this before the job is queued, so its first events arrive live, not by replay."""
+        if self._inbox is None:
+            channel = self.store.keys.channel(self.job_id)
+            self._inbox = (
+                self.hub.subscribe(channel) if self.hub else OwnSubscription(self.store, channel)
+            )
+        return self
+
+    def close(self) -> None:
+        """Drop the subscription (idempotent; iterating to the end also does it)."""
+        inbox, self._inbox = self._inbox, None
+        if inbox is not None:
+            with contextlib.suppress(redis.RedisError):
+                inbox.close()
 
     def _new(self, entries: list[tuple[int, str]]) -> Iterator[tuple[int, str]]:
         """The entries not yet sent, in order, filling gaps from the log."""
@@ -81,12 +99,9 @@ class JobFeed:
                 return
 
     def __iter__(self) -> Iterator[Item]:
-        channel = self.store.keys.channel(self.job_id)
-        inbox: Listener | OwnSubscription | None = None
         try:
-            inbox = (
-                self.hub.subscribe(channel) if self.hub else OwnSubscription(self.store, channel)
-            )
+            inbox = self.open()._inbox
+            assert inbox is not None
             yield from self._new(self.store.read_events(self.job_id, self.last))
             next_beat = time.monotonic() + self.heartbeat
             while not self.finished:
@@ -118,9 +133,7 @@ class JobFeed:
             log.debug("job %s: client went away at event %d", self.job_id, self.last)
             raise
         finally:
-            if inbox is not None:
-                with contextlib.suppress(redis.RedisError):
-                    inbox.close()
+            self.close()
 
 
 class OwnSubscription:

@@ -6,14 +6,15 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
+from werkzeug.wsgi import ClosingIterator
 
 from gateway.access import current_owner
 from gateway.body import json_object
 from gateway.metrics_api import counted
 from gateway.relay import SSE_HEADERS, sse_body
-from gateway.schemas import ChatParameters
+from gateway.schemas import JobRequest
 from gateway.services import services
-from gateway.submit import submit_from_request
+from gateway.submit import submit_and_follow, submit_from_request
 from sluice.errors import InvalidRequest, NotFound
 from sluice.jobs import Job
 from sluice.logs import job_event
@@ -45,8 +46,11 @@ def _links(job: Job) -> dict[str, str]:
 
 @bp.post("/v1/jobs")
 def create_job():  # type: ignore[no-untyped-def]
-    params = ChatParameters.model_validate(json_object())
-    job, _created = submit_from_request(services(), params)
+    svc = services()
+    params = JobRequest.model_validate(json_object())
+    if params.stream:
+        return _create_and_stream(params)
+    job, _created = submit_from_request(svc, params)
     body = {
         "id": job.id,
         "object": "sluice.job",
@@ -61,6 +65,29 @@ def create_job():  # type: ignore[no-untyped-def]
     response.status_code = 202
     response.headers["Location"] = body["url"]
     return response
+
+
+def _create_and_stream(params: JobRequest) -> Response:
+    """``"stream": true``: one request starts the job and is its event stream (as
+    OpenAI's background mode with streaming). The stream subscribes before the job is
+    queued, so no event has to be fetched again from the log; a client that loses it
+    resumes from the ``X-Sluice-Events-Url`` header with ``Last-Event-ID``."""
+    svc = services()
+    job, feed = submit_and_follow(svc, params)
+    links = _links(job)
+    # the server closes the body even if it never started it: the subscription goes too
+    body = ClosingIterator(counted(sse_body(feed, svc.settings.sse_retry_ms)), feed.close)
+    return Response(
+        body,
+        mimetype="text/event-stream",
+        headers={
+            **SSE_HEADERS,
+            "Location": links["url"],
+            "X-Sluice-Job-Id": job.id,
+            "X-Sluice-Events-Url": links["events_url"],
+        },
+        direct_passthrough=True,
+    )
 
 
 def snapshot(job: Job) -> dict[str, Any]:

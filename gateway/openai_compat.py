@@ -27,6 +27,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
+from werkzeug.wsgi import ClosingIterator
 
 from gateway.body import json_object
 from gateway.errors import add_retry_after, from_validation_error
@@ -35,7 +36,7 @@ from gateway.metrics_api import counted
 from gateway.relay import SSE_HEADERS
 from gateway.schemas import ChatCompletionRequest
 from gateway.services import services
-from gateway.submit import submit_from_request
+from gateway.submit import submit_and_follow
 from sluice.errors import PASSED_THROUGH_STATUSES, SluiceError
 from sluice.events import (
     CANCELLED,
@@ -254,8 +255,8 @@ def _first_decisive(items: Iterator[Item]) -> list[Item]:
 def chat_completions():  # type: ignore[no-untyped-def]
     svc = services()
     params = ChatCompletionRequest.model_validate(json_object())
-    job, _created = submit_from_request(svc, params)
-    items = iter(svc.feed(job.id, 0))
+    job, feed = submit_and_follow(svc, params)
+    items = iter(feed)
     head = _first_decisive(items)
     last = head[-1] if head else None
     if isinstance(last, tuple):
@@ -270,7 +271,7 @@ def chat_completions():  # type: ignore[no-untyped-def]
     include_usage = bool(params.stream_options and params.stream_options.include_usage)
     writer = ChunkWriter(job, include_usage)
     return Response(
-        counted(writer.stream(chain(head, items))),
+        ClosingIterator(counted(writer.stream(chain(head, items))), feed.close),
         mimetype="text/event-stream",
         headers={**SSE_HEADERS, **headers},
         direct_passthrough=True,

@@ -14,7 +14,7 @@ from flask import Blueprint, jsonify
 from pydantic import BaseModel, ConfigDict
 from pydantic.json_schema import models_json_schema
 
-from gateway.schemas import ChatCompletionRequest, ChatParameters
+from gateway.schemas import ChatCompletionRequest, JobRequest
 
 bp = Blueprint("openapi", __name__)
 
@@ -85,7 +85,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
 def openapi_document() -> dict[str, Any]:
     _, top = models_json_schema(
         [
-            (ChatParameters, "validation"),
+            (JobRequest, "validation"),
             (ChatCompletionRequest, "validation"),
             (KeyVerifyRequest, "validation"),
         ],
@@ -101,8 +101,16 @@ def openapi_document() -> dict[str, Any]:
                     USER_KEY,
                     {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}},
                 ],
-                "requestBody": {**body, **_json(_ref("ChatParameters"))},
+                "requestBody": {**body, **_json(_ref("JobRequest"))},
                 "responses": {
+                    "200": {
+                        "description": (
+                            "with stream: true, the job's event stream (as from its "
+                            "events_url, which resumes it); headers X-Sluice-Job-Id, "
+                            "Location and X-Sluice-Events-Url"
+                        ),
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
                     "202": {"description": "accepted", **_json(_ref("Job"))},
                     **_errors(400, 413, 415, 429, 503),
                 },

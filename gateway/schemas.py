@@ -111,6 +111,18 @@ class ChatParameters(BaseModel):
         return out
 
 
+class JobRequest(ChatParameters):
+    """``POST /v1/jobs``: the chat parameters, and whether to answer with the stream."""
+
+    stream: bool = Field(
+        default=False,
+        description=(
+            "true: answer 200 with the job's event stream (the events of "
+            "GET /v1/jobs/{id}/events, resumable there) instead of 202 with the job"
+        ),
+    )
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from flask import request
 
 from gateway.access import current_owner
+from gateway.feed import JobFeed
 from gateway.schemas import ChatParameters
 from gateway.services import Services, user_upstream_key
 from sluice.errors import InvalidRequest, Overloaded, ServiceUnavailable
@@ -28,10 +30,12 @@ def submit_job(
     owner: str = "",
     idempotency_key: str | None = None,
     upstream_key: str | None = None,
+    before_enqueue: Callable[[Job], None] | None = None,
 ) -> tuple[Job, bool]:
     """Store and enqueue a job; returns ``(job, created)`` (False: idempotent replay).
 
     ``upstream_key`` is a user's own key for this job only; it is stored encrypted.
+    ``before_enqueue`` runs once the job is stored and before a worker can see it.
     """
     waiting = svc.redis.llen(svc.settings.queue)
     if waiting >= svc.settings.max_queued:
@@ -68,6 +72,8 @@ def submit_job(
     if not created:
         return job, False
     try:
+        if before_enqueue is not None:
+            before_enqueue(job)
         svc.celery.send_task(
             RUN_JOB_TASK,
             args=[job.id],
@@ -92,16 +98,45 @@ def submit_job(
     return job, True
 
 
-def submit_from_request(svc: Services, params: ChatParameters) -> tuple[Job, bool]:
+def submit_from_request(
+    svc: Services,
+    params: ChatParameters,
+    before_enqueue: Callable[[Job], None] | None = None,
+) -> tuple[Job, bool]:
     """``submit_job`` with what the current request says: its owner (access key), its
     ``Idempotency-Key`` and its own upstream key. Both job-starting routes use this."""
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= 255:
         raise InvalidRequest("Idempotency-Key must be 1 to 255 characters", param="Idempotency-Key")
-    return submit_job(
-        svc,
-        params,
-        owner=current_owner(),
-        idempotency_key=key,
-        upstream_key=user_upstream_key(),
-    )
+    owner, upstream_key = current_owner(), user_upstream_key()
+    with svc.submissions.slot():
+        return submit_job(
+            svc,
+            params,
+            owner=owner,
+            idempotency_key=key,
+            upstream_key=upstream_key,
+            before_enqueue=before_enqueue,
+        )
+
+
+def submit_and_follow(svc: Services, params: ChatParameters) -> tuple[Job, JobFeed]:
+    """Submit a job whose events this request will stream.
+
+    The feed subscribes after the job is stored and before it is queued, so even a worker
+    that starts it at once cannot publish an event this stream then has to fetch again
+    from the log: the first delta goes out live, one relay hop after the upstream sent it.
+    """
+    opened: list[JobFeed] = []
+
+    def subscribe(job: Job) -> None:
+        opened.append(svc.feed(job.id, 0).open())
+
+    try:
+        job, _created = submit_from_request(svc, params, before_enqueue=subscribe)
+    except BaseException:
+        for feed in opened:
+            feed.close()
+        raise
+    # an idempotent replay of an existing job subscribes when the stream starts
+    return job, opened[0] if opened else svc.feed(job.id, 0)

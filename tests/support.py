@@ -139,10 +139,19 @@ def read_stream(
     path: str,
     headers: Mapping[str, str] | None = None,
     limit: int | None = None,
+    *,
+    body: Any = None,
+    seen: dict[str, str] | None = None,
 ) -> list[Received]:
-    """Read an SSE stream with httpx-sse until the server ends it (or ``limit`` events)."""
+    """Read an SSE stream with httpx-sse until the server ends it (or ``limit`` events).
+
+    With ``body`` it is a POST of that JSON; ``seen`` receives the response's headers.
+    """
     out: list[Received] = []
-    with connect_sse(client, "GET", path, headers=dict(headers or {})) as source:
+    method, extra = ("GET", {}) if body is None else ("POST", {"json": body})
+    with connect_sse(client, method, path, headers=dict(headers or {}), **extra) as source:
+        if seen is not None:
+            seen.update(source.response.headers)
         assert source.response.status_code == 200, source.response.read()
         assert source.response.headers["content-type"].startswith("text/event-stream")
         for sse in source.iter_sse():

@@ -72,7 +72,8 @@ def with_(**changes: Any) -> dict[str, Any]:
         (with_(logit_bias={"50256": 101}), "logit_bias.50256"),
         (with_(user=5), "user"),
         (with_(model=""), "model"),
-        (with_(stream=True), "stream"),
+        (with_(stream="yes"), "stream"),
+        (with_(stream_options={"include_usage": True}), "stream_options"),
     ],
 )
 def test_invalid_fields_are_named_in_a_400(api: FlaskClient, body: dict, param: str) -> None:

@@ -191,6 +191,40 @@ def test_dropped_connection_resumes_mid_stream_without_loss_or_repeat(
     assert text_of(received) == expected_reply(upstream_body(upstream, prompt))
 
 
+def test_post_with_stream_true_answers_with_the_jobs_event_stream(
+    client: httpx.Client, upstream: FakeUpstream
+) -> None:
+    prompt = unique_prompt()
+    body = {"model": "openai", "messages": [{"role": "user", "content": prompt}], "stream": True}
+    headers: dict[str, str] = {}
+    events = read_stream(client, "/v1/jobs", body=body, seen=headers)
+    assert_well_formed(events, "done")
+    assert text_of(events) == expected_reply(upstream_body(upstream, prompt))
+    job_id = headers["x-sluice-job-id"]
+    assert headers["location"] == f"/v1/jobs/{job_id}"
+    assert read_stream(client, headers["x-sluice-events-url"]) == events  # the same stream
+    poll = client.get(headers["location"]).json()
+    assert poll["status"] == "succeeded" and poll["choices"][0]["content"] == text_of(events)
+
+
+def test_a_dropped_post_stream_resumes_from_its_events_url(
+    client: httpx.Client, upstream: FakeUpstream
+) -> None:
+    prompt = unique_prompt()
+    body = {
+        "model": "slow;delay=0.02;words=40",
+        "messages": [{"role": "user", "content": prompt}],
+        "stream": True,
+    }
+    headers: dict[str, str] = {}
+    received = read_stream(client, "/v1/jobs", body=body, seen=headers, limit=5)
+    while received[-1].event not in ("done", "error", "cancelled"):
+        last = {"Last-Event-ID": str(received[-1].id)}
+        received += read_stream(client, headers["x-sluice-events-url"], headers=last, limit=9)
+    assert [e.id for e in received] == list(range(1, len(received) + 1))
+    assert text_of(received) == expected_reply(upstream_body(upstream, prompt))
+
+
 def test_late_client_gets_the_whole_replay_then_204(client: httpx.Client) -> None:
     job, live = run_job(client)
     assert client.get(job["url"]).json()["status"] == "succeeded"
