@@ -21,9 +21,11 @@ import random
 import time
 from typing import Any
 
+import gevent
 import redis
 import requests
 from celery.exceptions import Reject
+from gevent import monkey
 
 from sluice.errors import SluiceError, UpstreamError, UpstreamProtocolError
 from sluice.events import DONE, ERROR, Event
@@ -41,6 +43,24 @@ from worker.upstream import Upstream, map_read_error, recycle
 from worker.watcher import JobWatcher
 
 log = logging.getLogger("sluice.worker")
+START_YIELD = 0.05  # seconds a job start lets pending stream events go first, at most
+
+
+def yield_to_running_streams(limit: float = START_YIELD) -> None:
+    """Let the events already pending in this process (deltas of running streams) go
+    first, for at most ``limit`` seconds.
+
+    ``gevent.idle()`` returns once the event loop has nothing else to run. Starting a job
+    (Celery's message, the claim, a new upstream request) costs far more CPU than
+    relaying a delta; without this, a burst of starts runs between a delta's arrival and
+    its append. The bound keeps starts from starving under sustained load. Outside a
+    gevent worker (threads, prefork) there is nothing to yield to.
+    """
+    if not monkey.is_module_patched("socket"):
+        return
+    with gevent.Timeout(limit, False):
+        gevent.idle()
+
 
 _STOPPED = (JobAlreadyEnded, JobGone, AttemptSuperseded)
 
@@ -83,6 +103,7 @@ class JobRunner:
         if self.shutting_down:
             # a message delivered during a warm shutdown goes back to the queue untouched
             raise Reject("this worker is shutting down", requeue=True)
+        yield_to_running_streams()
         try:
             job = self.store.claim(job_id)
         except redis.RedisError as exc:
@@ -182,6 +203,7 @@ class JobRun:
 
     def _stream_once(self, watcher: JobWatcher) -> None:
         decoder = SSEDecoder()
+        yield_to_running_streams()
         response = self.runner.upstream.open_stream(self.job.request, self._api_key())
         watcher.attach(response)
         chunks = response.iter_content(chunk_size=None)
