@@ -72,6 +72,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--shared-subscriber", choices=("0", "1", "both"), default="both",
         help="Sluice rows with SLUICE_SHARED_SUBSCRIBER=0, =1, or both (default)",
     )  # fmt: skip
+    p.add_argument(
+        "--requests", choices=("1", "2", "both"), default="both",
+        help="Sluice's client: 1 = POST /v1/jobs with stream: true, 2 = POST then GET "
+        "events_url, or both (default)",
+    )  # fmt: skip
+    p.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE",
+        help="a setting for the systems under test, e.g. SLUICE_SUBMIT_CONCURRENCY=0 "
+        "(repeatable; to measure a lever with and without)",
+    )  # fmt: skip
     p.add_argument("--timeout", type=float, default=120, help="deadline of one run (s)")
     p.add_argument("--warmup", type=int, default=5, help="concurrent warm-up streams")
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
@@ -80,15 +90,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.deltas < 1 or args.interval < 0 or min(args.sizes) < 1:
         p.error("--deltas and --sizes must be ≥ 1, --interval ≥ 0")
+    if any("=" not in item for item in args.env):
+        p.error("--env takes NAME=VALUE")
     return args
 
 
 def variants(args: argparse.Namespace) -> list[Variant]:
+    """Sluice's rows: one request per stream with each subscriber mode, then (with
+    ``--requests both``) two requests per stream with the first mode."""
     out: list[Variant] = []
     for system in args.systems:
         if system == "sluice":
             switches = ["1", "0"] if args.shared_subscriber == "both" else [args.shared_subscriber]
-            out += [Variant("sluice", s) for s in switches]
+            if args.requests in ("1", "both"):
+                out += [Variant("sluice", s, 1) for s in switches]
+            if args.requests in ("2", "both"):
+                out.append(Variant("sluice", switches[0], 2))
         else:
             out.append(Variant(system))
     return out
@@ -161,11 +178,16 @@ class Bench:
         proc = self.procs.start("upstream", cmd, {**os.environ, "PYTHONUNBUFFERED": "1"}, ROOT)
         wait_http(f"http://127.0.0.1:{port}/v1/models", proc, timeout=20)
         self.upstream_pid = proc.pid
-        self.ctx = Context(self.run_id, self.args.redis_url, f"http://127.0.0.1:{port}/v1")
+        extra = tuple((k, v) for k, _, v in (item.partition("=") for item in self.args.env))
+        upstream_url = f"http://127.0.0.1:{port}/v1"
+        self.ctx = Context(self.run_id, self.args.redis_url, upstream_url, extra)
         log.info("fake upstream on http://127.0.0.1:%d/v1 (pid %d)", port, proc.pid)
 
     def client(self, stack: Stack, n: int, deltas: int, interval: float, timeout: float) -> Any:
-        spec = Spec(stack.variant.system, stack.base_url, n, deltas, interval, timeout)
+        spec = Spec(
+            stack.variant.system, stack.base_url, n, deltas, interval, timeout,
+            stack.variant.requests,
+        )  # fmt: skip
         name = f"client-{stack.variant.slug}-{n}"
         out = self.log_dir / f"{name}.json"
         out.unlink(missing_ok=True)
@@ -184,6 +206,8 @@ class Bench:
     def warm_up(self, stack: Stack) -> None:
         """One stream (it waits until the worker is ready), then a few at once."""
         for n, timeout in ((1, 90.0), (self.args.warmup, 60.0)):
+            if n < 1:
+                continue
             result = self.client(stack, n, WARMUP_DELTAS, WARMUP_INTERVAL, timeout)
             if result["streams_failed"]:
                 raise BenchError(f"warm-up failed: {result['error_samples']}")
@@ -216,6 +240,7 @@ class Bench:
             "label": variant.label,
             "system": variant.system,
             "shared_subscriber": variant.shared_subscriber,
+            "requests": variant.requests,
             "n": n,
             "deltas": self.args.deltas,
             "interval": self.args.interval,

@@ -2,7 +2,8 @@
 
 * ``sluice``: the Procfile's ``web`` (gunicorn, gevent, ``WEB_CONCURRENCY=1``) and one
   Celery worker (gevent pool, ``--concurrency 1000``), with the environment
-  ``tests/support.py:stack_env`` gives a stack, plus ``SLUICE_SHARED_SUBSCRIBER``.
+  ``tests/support.py:stack_env`` gives a stack, plus ``SLUICE_SHARED_SUBSCRIBER``; its
+  client makes one request per stream or two (``Variant.requests``).
 * ``direct``: ``bench.direct_proxy`` under the same gunicorn config; no worker.
 * ``flask-sse``: ``bench.flask_sse_app`` under the same gunicorn config and a Celery
   worker (``bench.flask_sse_worker``) with the same pool and concurrency.
@@ -38,12 +39,13 @@ class Variant:
 
     system: str
     shared_subscriber: str | None = None  # "0", "1", or None (the deployed default)
+    requests: int = 1  # Sluice's client: 1 = POST with "stream": true, 2 = POST then GET
 
     @property
     def label(self) -> str:
         if self.shared_subscriber is None:
             return self.system
-        return f"{self.system} shared={self.shared_subscriber}"
+        return f"{self.system} shared={self.shared_subscriber} req={self.requests}"
 
     @property
     def slug(self) -> str:
@@ -55,6 +57,7 @@ class Context:
     run_id: str
     redis_url: str
     upstream_url: str  # http://127.0.0.1:PORT/v1
+    extra_env: tuple[tuple[str, str], ...] = ()  # --env: settings for the systems under test
 
     @property
     def redis_pattern(self) -> str:
@@ -100,6 +103,7 @@ def _env(variant: Variant, ctx: Context, port: int) -> dict[str, str]:
             env["SLUICE_SHARED_SUBSCRIBER"] = variant.shared_subscriber
     elif variant.system == "flask-sse":
         env["BENCH_FLASK_SSE_QUEUE"] = f"{name}-q"
+    env.update(ctx.extra_env)
     return env
 
 

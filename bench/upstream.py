@@ -30,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import uvloop
+
 log = logging.getLogger("bench.upstream")
 
 DEFAULT_DELTAS = 40
@@ -183,8 +185,7 @@ class HTTPProtocol(asyncio.Protocol):
         self.close_after = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's TCPTransport
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.emitter is not None:
@@ -304,7 +305,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.host, args.port))
+        uvloop.run(serve(args.host, args.port))
 
 
 if __name__ == "__main__":
