@@ -18,7 +18,7 @@ from contextlib import contextmanager
 
 from sluice.errors import Overloaded
 
-SLOT_WAIT = 10.0  # seconds a submission waits for a slot before it is refused (503)
+SLOT_WAIT = 60.0  # seconds a submission waits for a slot before it is refused (503)
 
 
 class SubmissionGate:
