@@ -69,12 +69,16 @@ class JobFeed:
     def open(self) -> JobFeed:
         """Step 1 now: subscribe (idempotent). A route that starts the job itself calls
         this before the job is queued, so its first events arrive live, not by replay."""
+        self._subscription()
+        return self
+
+    def _subscription(self) -> Listener | OwnSubscription:
         if self._inbox is None:
             channel = self.store.keys.channel(self.job_id)
             self._inbox = (
                 self.hub.subscribe(channel) if self.hub else OwnSubscription(self.store, channel)
             )
-        return self
+        return self._inbox
 
     def close(self) -> None:
         """Drop the subscription (idempotent; iterating to the end also does it)."""
@@ -100,8 +104,7 @@ class JobFeed:
 
     def __iter__(self) -> Iterator[Item]:
         try:
-            inbox = self.open()._inbox
-            assert inbox is not None
+            inbox = self._subscription()
             yield from self._new(self.store.read_events(self.job_id, self.last))
             next_beat = time.monotonic() + self.heartbeat
             while not self.finished:

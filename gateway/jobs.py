@@ -13,7 +13,7 @@ from gateway.body import json_object
 from gateway.metrics_api import counted
 from gateway.relay import SSE_HEADERS, sse_body
 from gateway.schemas import JobRequest
-from gateway.services import services
+from gateway.services import Services, services
 from gateway.submit import submit_and_follow, submit_from_request
 from sluice.errors import InvalidRequest, NotFound
 from sluice.jobs import Job
@@ -49,7 +49,7 @@ def create_job():  # type: ignore[no-untyped-def]
     svc = services()
     params = JobRequest.model_validate(json_object())
     if params.stream:
-        return _create_and_stream(params)
+        return _create_and_stream(svc, params)
     job, _created = submit_from_request(svc, params)
     body = {
         "id": job.id,
@@ -67,12 +67,11 @@ def create_job():  # type: ignore[no-untyped-def]
     return response
 
 
-def _create_and_stream(params: JobRequest) -> Response:
+def _create_and_stream(svc: Services, params: JobRequest) -> Response:
     """``"stream": true``: one request starts the job and is its event stream (as
     OpenAI's background mode with streaming). The stream subscribes before the job is
     queued, so no event has to be fetched again from the log; a client that loses it
     resumes from the ``X-Sluice-Events-Url`` header with ``Last-Event-ID``."""
-    svc = services()
     job, feed = submit_and_follow(svc, params)
     links = _links(job)
     # the server closes the body even if it never started it: the subscription goes too

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from httpx_sse import connect_sse
 
+from sluice.events import TERMINAL_EVENTS
+
 if TYPE_CHECKING:
     from sluice.settings import Settings
 
@@ -159,6 +161,18 @@ def read_stream(
             if limit is not None and len(out) >= limit:
                 break
     return out
+
+
+def read_in_slices(
+    client: httpx.Client, path: str, first: list[Received], size: int
+) -> list[Received]:
+    """After ``first``, read ``path`` ``size`` events at a time, reconnecting with
+    ``Last-Event-ID`` after each slice, up to the terminal event; returns them all."""
+    received = list(first)
+    while not received or received[-1].event not in TERMINAL_EVENTS:
+        headers = {"Last-Event-ID": str(received[-1].id)} if received else {}
+        received += read_stream(client, path, headers=headers, limit=size)
+    return received
 
 
 def text_of(events: list[Received], index: int = 0) -> str:

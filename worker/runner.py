@@ -113,7 +113,7 @@ class JobRunner:
         if job is None:
             log.info("job %s: not queued (already running, ended or expired); skipping", job_id)
             return
-        run = JobRun(self, job, job.attempt)
+        run = JobRun(self, job)
         self.active.add(run)
         try:
             run.run()
@@ -124,12 +124,12 @@ class JobRunner:
 class JobRun:
     """One attempt at one job."""
 
-    def __init__(self, runner: JobRunner, job: Job, attempt: int) -> None:
+    def __init__(self, runner: JobRunner, job: Job) -> None:
         self.runner = runner
         self.store = runner.store
         self.settings = runner.settings
         self.job = job
-        self.attempt = attempt
+        self.attempt = job.attempt  # as claimed
         self.last_id = job.last_event_id  # the last event id in the log, as we know it
         self.started = time.monotonic()
         self.first_delta_at: float | None = None

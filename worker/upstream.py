@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,6 +40,17 @@ def make_session(base_url: str, pool_size: int = 256) -> requests.Session:
     return session
 
 
+def socket_of(response: Any) -> socket.socket | None:
+    """The socket under a streamed ``requests`` response (None once it is gone)."""
+    raw = getattr(response, "raw", None)
+    conn = getattr(raw, "_connection", None) or getattr(raw, "connection", None)
+    sock = getattr(conn, "sock", None)
+    if sock is None:
+        fp = getattr(getattr(raw, "_fp", None), "fp", None)
+        sock = getattr(getattr(fp, "raw", None), "_sock", None)
+    return sock
+
+
 # After [DONE]: how long, and how many bytes, to wait for the end of the response body.
 DRAIN_TIMEOUT = 1.0
 DRAIN_LIMIT = 64 * 1024
@@ -54,7 +66,7 @@ def recycle(response: requests.Response, rest: Iterator[bytes]) -> bool:
     body closes the connection instead, so every job would open its own. A server that
     does not end the body promptly gets its connection closed, as before.
     """
-    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+    sock = socket_of(response)
     try:
         if sock is not None:
             sock.settimeout(DRAIN_TIMEOUT)  # urllib3 sets it again for the next request

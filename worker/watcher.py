@@ -21,18 +21,9 @@ from typing import Any
 import redis
 
 from sluice.jobs import RUNNING, JobStore
+from worker.upstream import socket_of
 
 log = logging.getLogger("sluice.worker")
-
-
-def _socket_of(response: Any) -> socket.socket | None:
-    raw = getattr(response, "raw", None)
-    conn = getattr(raw, "_connection", None) or getattr(raw, "connection", None)
-    sock = getattr(conn, "sock", None)
-    if sock is None:
-        fp = getattr(getattr(raw, "_fp", None), "fp", None)
-        sock = getattr(getattr(fp, "raw", None), "_sock", None)
-    return sock
 
 
 class JobWatcher:
@@ -106,7 +97,7 @@ class JobWatcher:
         if self._response is None:
             return
         log.info("job %s: stopped (cancelled or taken over); closing the upstream", self.job_id)
-        sock = _socket_of(self._response)
+        sock = socket_of(self._response)
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
