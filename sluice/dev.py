@@ -26,6 +26,12 @@ log = logging.getLogger("sluice.dev")
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def honcho_command(settings: Settings) -> list[str]:
+    """honcho gives the web process ``PORT`` from ``--port``, 5000 unless told: tell it
+    the port this launcher announces (``PORT``, else 8000)."""
+    return [sys.executable, "-m", "honcho", "start", "-f", "Procfile", "--port", str(settings.port)]
+
+
 def main() -> int:
     configure_logging()
     settings = Settings.from_env()
@@ -53,11 +59,7 @@ def main() -> int:
     else:
         log.info("upstream: %s", settings.openai_base_url)
     log.info("open http://127.0.0.1:%d/ (API under /v1); Ctrl-C stops everything", settings.port)
-    honcho = subprocess.Popen(
-        [sys.executable, "-m", "honcho", "start", "-f", "Procfile"],
-        cwd=ROOT,
-        env=env,
-    )
+    honcho = subprocess.Popen(honcho_command(settings), cwd=ROOT, env=env)
 
     def stop(signum: int, _frame: object) -> None:
         honcho.send_signal(signal.SIGTERM)
