@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from redis.commands.core import Script
 
 from sluice import lua
 from sluice.errors import SluiceError, WorkerLost
@@ -45,6 +46,24 @@ _APPEND_ERRORS: dict[int, type[SluiceError]] = {
     -3: AttemptSuperseded,
     -4: AttemptSuperseded,  # the log moved on without this writer
 }
+
+
+@dataclass(frozen=True)
+class ScriptCall:
+    """One call of a registered Lua script, ready to send alone or in a pipeline."""
+
+    script: Script
+    keys: list[str]
+    args: list[Any]
+
+
+def append_result(job_id: str, result: object) -> int:
+    """The id of the last appended event, from the APPEND script's reply; raises the
+    refusal (``JobGone``, ``JobAlreadyEnded``, ``AttemptSuperseded``) it stands for."""
+    last = int(result)  # type: ignore[call-overload]
+    if last < 0:
+        raise _APPEND_ERRORS[last](f"job {job_id}: event refused ({last})")
+    return last
 
 
 def new_job_id() -> str:
@@ -250,6 +269,23 @@ class JobStore:
         same ids instead of writing twice. Raises ``JobGone``, ``JobAlreadyEnded`` or
         ``AttemptSuperseded`` when the write is refused.
         """
+        call = self.append_call(
+            job_id, events, attempt=attempt, expect_last=expect_last, status=status, fields=fields
+        )
+        return append_result(job_id, self._append(keys=call.keys, args=call.args))
+
+    def append_call(
+        self,
+        job_id: str,
+        events: list[Event],
+        *,
+        attempt: int | None = None,
+        expect_last: int | None = None,
+        status: str | None = None,
+        fields: dict[str, str | int | float] | None = None,
+    ) -> ScriptCall:
+        """The APPEND script call ``append`` makes, for a caller that sends several
+        together (the worker's ``BatchedAppender``); ``append_result`` reads its reply."""
         if not events:
             raise ValueError("append needs at least one event")
         last = events[-1]
@@ -276,10 +312,7 @@ class JobStore:
             self.keys.channel(job_id),
             self.keys.leases,
         ]
-        result = int(self._append(keys=keys, args=args))
-        if result < 0:
-            raise _APPEND_ERRORS[result](f"job {job_id}: event refused ({result})")
-        return result
+        return ScriptCall(self._append, keys, args)
 
     def cancel(self, job_id: str, usage: dict[str, Any] | None) -> Job:
         """End a job with ``cancelled``; idempotent: an ended job is returned as it is."""

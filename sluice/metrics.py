@@ -45,6 +45,11 @@ JOB_DURATION = Histogram(
     "From a worker starting a job to its end",
     buckets=DURATION_BUCKETS,
 )
+APPEND_BATCH = Histogram(
+    "sluice_worker_append_batch_size",
+    "Appends sent to Redis together in one round trip by a worker process",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
 ACTIVE_STREAMS = Gauge(
     "sluice_active_streams",
     "SSE and streamed chat-completion responses open in this gateway",

@@ -38,6 +38,7 @@ from sluice.settings import Settings
 from sluice.sse_parser import SSEDecoder, SSEProtocolError
 from sluice.tokens import count_text
 from sluice.upstream_errors import error_from_payload
+from worker.appender import BatchedAppender
 from worker.chunks import ChunkReader
 from worker.upstream import Upstream, map_read_error, recycle
 from worker.watcher import JobWatcher
@@ -77,6 +78,7 @@ class JobRunner:
         self, store: JobStore, upstream: Upstream, settings: Settings, poll_interval: float = 1.0
     ) -> None:
         self.store = store
+        self.appender = BatchedAppender(store)
         self.upstream = upstream
         self.settings = settings
         self.poll_interval = poll_interval
@@ -144,7 +146,7 @@ class JobRun:
         delay = 0.2
         while True:
             try:
-                self.last_id = self.store.append(
+                self.last_id = self.runner.appender.append(
                     self.job.id, events, attempt=self.attempt, expect_last=self.last_id
                 )
                 return

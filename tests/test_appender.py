@@ -1,0 +1,155 @@
+"""The worker's group commit of appends, against the real Redis: the appends of many jobs
+share round trips, and each caller still gets its own ids, order and refusals."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from prometheus_client import REGISTRY
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from sluice.events import CANCELLED, DELTA, Event
+from sluice.jobs import AttemptSuperseded, JobAlreadyEnded, JobGone, JobStore
+from sluice.redis_conn import make_redis
+from sluice.settings import Settings
+from worker.appender import BatchedAppender
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[JobStore]:
+    settings = Settings.from_env(
+        redis_url=redis_url, key_prefix=f"sluice-unit-{secrets.token_hex(4)}", job_ttl=120
+    )
+    client = make_redis(settings)
+    yield JobStore(client, settings)
+    for key in client.scan_iter(f"{settings.key_prefix}:*"):
+        client.delete(key)
+
+
+def _running(store: JobStore) -> str:
+    job, _ = store.create(
+        model="m", request={"model": "m", "messages": []}, prompt_tokens=1, truncated_messages=0
+    )
+    assert store.claim(job.id) is not None  # attempt 1, `started` is event 1
+    return job.id
+
+
+def _delta(text: str) -> list[Event]:
+    return [Event(DELTA, {"index": 0, "content": text})]
+
+
+def _batches() -> tuple[float, float]:
+    """(batches sent, appends in them) so far in this process."""
+    count = REGISTRY.get_sample_value("sluice_worker_append_batch_size_count") or 0.0
+    total = REGISTRY.get_sample_value("sluice_worker_append_batch_size_sum") or 0.0
+    return count, total
+
+
+def test_concurrent_jobs_share_round_trips_and_keep_their_own_order(store: JobStore) -> None:
+    appender = BatchedAppender(store)
+    jobs = [_running(store) for _ in range(20)]
+    per_job = 15
+    before = _batches()
+    errors: list[BaseException] = []
+    go = threading.Barrier(len(jobs))
+
+    def stream(job_id: str) -> None:
+        try:
+            last = 1
+            go.wait()
+            for n in range(per_job):
+                last = appender.append(job_id, _delta(f"{n},"), attempt=1, expect_last=last)
+                assert last == n + 2
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    # Redis holds writes for a moment while every job appends: they queue up behind the
+    # first round trip, so the next one carries many
+    store.redis.execute_command("CLIENT", "PAUSE", "300", "WRITE")
+    threads = [threading.Thread(target=stream, args=(job_id,)) for job_id in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors, errors
+    for job_id in jobs:
+        assert store.transcript(job_id).texts() == ["".join(f"{n}," for n in range(per_job))]
+        assert [i for i, _ in store.read_events(job_id)] == list(range(1, per_job + 2))
+    batches, appends = (now - then for now, then in zip(_batches(), before, strict=True))
+    assert appends == len(jobs) * per_job
+    assert batches < appends / 2  # most appends shared a round trip
+
+
+def test_each_caller_gets_its_own_refusal_and_the_rest_of_the_batch_is_written(
+    store: JobStore,
+) -> None:
+    appender = BatchedAppender(store)
+    ok, cancelled, superseded = _running(store), _running(store), _running(store)
+    store.append(cancelled, [Event(CANCELLED, {"usage": None})])
+    store.redis.hset(store.keys.job(superseded), "attempt", 2)  # a newer attempt owns it
+    outcomes: dict[str, object] = {}
+
+    def attempt(name: str, job_id: str) -> None:
+        try:
+            outcomes[name] = appender.append(job_id, _delta("x"), attempt=1, expect_last=1)
+        except Exception as exc:
+            outcomes[name] = type(exc)
+
+    store.redis.execute_command("CLIENT", "PAUSE", "200", "WRITE")  # one batch for all
+    threads = [
+        threading.Thread(target=attempt, args=(name, job_id))
+        for name, job_id in [
+            ("ok", ok),
+            ("cancelled", cancelled),
+            ("superseded", superseded),
+            ("gone", "job_does-not-exist"),
+        ]
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert outcomes == {
+        "ok": 2,
+        "cancelled": JobAlreadyEnded,
+        "superseded": AttemptSuperseded,
+        "gone": JobGone,
+    }
+    assert store.transcript(ok).texts() == ["x"]
+
+
+def test_a_retried_append_is_not_written_twice(store: JobStore) -> None:
+    appender = BatchedAppender(store)
+    job_id = _running(store)
+    assert appender.append(job_id, _delta("a"), attempt=1, expect_last=1) == 2
+    # the caller did not get the reply and sends the same append again
+    assert appender.append(job_id, _delta("a"), attempt=1, expect_last=1) == 2
+    assert store.transcript(job_id).texts() == ["a"]
+
+
+def test_appends_survive_redis_forgetting_the_script(store: JobStore) -> None:
+    appender = BatchedAppender(store)
+    job_id = _running(store)
+    store.redis.script_flush()  # as after a Redis restart
+    assert appender.append(job_id, _delta("a"), attempt=1, expect_last=1) == 2
+    assert store.transcript(job_id).texts() == ["a"]
+
+
+def test_an_unreachable_redis_fails_the_append_and_the_appender_lives_on(
+    store: JobStore,
+) -> None:
+    settings = store.settings
+    dead = JobStore(redis.Redis(port=1, retry=Retry(NoBackoff(), 0)), settings)
+    appender = BatchedAppender(dead)
+    started = time.monotonic()
+    with pytest.raises(redis.ConnectionError):
+        appender.append("job_x", _delta("a"), attempt=1, expect_last=1)
+    with pytest.raises(redis.ConnectionError):  # the flusher is still there to answer
+        appender.append("job_x", _delta("b"), attempt=1, expect_last=1)
+    assert time.monotonic() - started < 5
