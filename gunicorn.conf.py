@@ -40,10 +40,16 @@ def child_exit(server, worker):  # type: ignore[no-untyped-def]
 
 
 def post_worker_init(worker):  # type: ignore[no-untyped-def]
-    """On SIGTERM, end this process's streams at once: their clients reconnect (with
+    """The app is loaded: keep full garbage collections short (``sluice/heap.py``).
+
+    On SIGTERM, end this process's streams at once: their clients reconnect (with
     Last-Event-ID) to another gateway instead of waiting out the graceful timeout."""
     import threading
     import time
+
+    from sluice.heap import freeze_startup_heap
+
+    freeze_startup_heap()
 
     def watch() -> None:
         while worker.alive:

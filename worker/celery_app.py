@@ -14,6 +14,7 @@ from functools import lru_cache
 
 from celery.signals import worker_ready, worker_shutting_down
 
+from sluice.heap import freeze_startup_heap
 from sluice.jobs import JobStore
 from sluice.logs import configure_logging
 from sluice.metrics import serve_worker_metrics
@@ -50,6 +51,12 @@ def run_job(job_id: str) -> None:
 
 def _enqueue(job_id: str, queue: str) -> None:
     run_job.apply_async(args=[job_id], queue=queue)
+
+
+@worker_ready.connect
+def _settle_heap(**_kwargs: object) -> None:
+    """Loaded and about to take tasks: keep full garbage collections short."""
+    freeze_startup_heap()
 
 
 @worker_ready.connect
