@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
 from gateway.openapi import openapi_document
+from sluice.settings import Settings
 from tests.conftest import ARTIFACTS
 
 CASES: dict[str, int] = {}
@@ -45,8 +46,15 @@ def error_shape(ctx: Any, response: Any, case: Any) -> bool:
 @pytest.mark.integration
 @schema.exclude(path_regex="/events$").parametrize()
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
-def test_no_input_makes_the_gateway_fail(case: Any, gateway_url: str) -> None:
+def test_no_input_makes_the_gateway_fail(case: Any, gateway_url: str, settings: Settings) -> None:
     key = f"{case.method} {case.path}"
+    if case.body is not None and len(json.dumps(case.body, default=str)) > settings.max_body_bytes:
+        # Schemathesis' boundary cases fill every field to its limit (≈ 270 MB). The gateway
+        # answers 413 at once (test_oversized_body_is_a_413), but the client writes the
+        # whole body before it reads, and gunicorn drains it at ~10 MB/s: the client's
+        # 10 s send timeout ends it first. Not an input the gateway reads, so not fuzzed.
+        CASES["oversized (not sent)"] = CASES.get("oversized (not sent)", 0) + 1
+        return
     CASES[key] = CASES.get(key, 0) + 1
     case.call_and_validate(base_url=gateway_url, checks=[not_a_server_error, error_shape])
 
