@@ -251,27 +251,17 @@ class JobStore:
         ]
         return int(self._reap(keys=keys, args=args))
 
-    def append(
-        self,
-        job_id: str,
-        events: list[Event],
-        *,
-        attempt: int | None = None,
-        expect_last: int | None = None,
-        status: str | None = None,
-        fields: dict[str, str | int | float] | None = None,
-    ) -> int:
+    def append(self, job_id: str, events: list[Event], **options: Any) -> int:
         """Append events (one round trip); returns the id of the last one.
 
         A terminal event as the last element ends the job: its status is set and its keys
         get the finished-job TTL. ``expect_last`` (with ``attempt``) is the id of the last
         event this writer knows of: a retried call whose first try was applied returns the
         same ids instead of writing twice. Raises ``JobGone``, ``JobAlreadyEnded`` or
-        ``AttemptSuperseded`` when the write is refused.
+        ``AttemptSuperseded`` when the write is refused. ``options`` are those of
+        ``append_call``.
         """
-        call = self.append_call(
-            job_id, events, attempt=attempt, expect_last=expect_last, status=status, fields=fields
-        )
+        call = self.append_call(job_id, events, **options)
         return append_result(job_id, self._append(keys=call.keys, args=call.args))
 
     def append_call(

@@ -22,6 +22,8 @@ import pytest
 
 from sluice.devredis import ensure_redis
 from sluice.fake_upstream import FakeUpstream
+from sluice.jobs import JobStore
+from sluice.redis_conn import make_redis
 from sluice.settings import Settings
 from tests.support import (
     ROOT,
@@ -44,6 +46,18 @@ def redis_url() -> Iterator[str]:
     if process is not None:
         process.terminate()
         process.wait(10)
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[JobStore]:
+    """A job store of its own (a fresh key prefix) on the real Redis, emptied afterwards."""
+    settings = Settings.from_env(
+        redis_url=redis_url, key_prefix=f"sluice-unit-{secrets.token_hex(4)}", job_ttl=120
+    )
+    client = make_redis(settings)
+    yield JobStore(client, settings)
+    for key in client.scan_iter(f"{settings.key_prefix}:*"):
+        client.delete(key)
 
 
 @pytest.fixture(scope="session")

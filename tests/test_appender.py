@@ -3,10 +3,8 @@ share round trips, and each caller still gets its own ids, order and refusals.""
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -16,20 +14,7 @@ from redis.retry import Retry
 
 from sluice.events import CANCELLED, DELTA, Event
 from sluice.jobs import AttemptSuperseded, JobAlreadyEnded, JobGone, JobStore
-from sluice.redis_conn import make_redis
-from sluice.settings import Settings
 from worker.appender import BatchedAppender
-
-
-@pytest.fixture
-def store(redis_url: str) -> Iterator[JobStore]:
-    settings = Settings.from_env(
-        redis_url=redis_url, key_prefix=f"sluice-unit-{secrets.token_hex(4)}", job_ttl=120
-    )
-    client = make_redis(settings)
-    yield JobStore(client, settings)
-    for key in client.scan_iter(f"{settings.key_prefix}:*"):
-        client.delete(key)
 
 
 def _running(store: JobStore) -> str:

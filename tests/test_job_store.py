@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
-
 import pytest
 import redis
 
 from sluice.events import CANCELLED, DELTA, DONE, STARTED, Event, fold
 from sluice.jobs import AttemptSuperseded, JobAlreadyEnded, JobGone, JobStore
-from sluice.redis_conn import make_redis
-from sluice.settings import Settings
-
-
-@pytest.fixture
-def store(redis_url: str) -> Iterator[JobStore]:
-    settings = Settings.from_env(
-        redis_url=redis_url, key_prefix=f"sluice-unit-{secrets.token_hex(4)}", job_ttl=120
-    )
-    client = make_redis(settings)
-    yield JobStore(client, settings)
-    for key in client.scan_iter(f"{settings.key_prefix}:*"):
-        client.delete(key)
 
 
 def _new(store: JobStore, **kw: object) -> str:
