@@ -210,9 +210,15 @@ class JobStore:
 
     def renew(self, job_id: str, attempt: int) -> bool:
         """Extend the lease; False when this attempt no longer owns the running job."""
-        keys = [self.keys.job(job_id), self.keys.leases]
+        call = self.renew_call(job_id, attempt)
+        return bool(call.script(keys=call.keys, args=call.args))
+
+    def renew_call(self, job_id: str, attempt: int) -> ScriptCall:
+        """The RENEW script call ``renew`` makes (its reply: 1 renewed, 0 not ours)."""
         until = time.time() + self.settings.lease_ttl
-        return bool(self._renew(keys=keys, args=[job_id, attempt, until]))
+        return ScriptCall(
+            self._renew, [self.keys.job(job_id), self.keys.leases], [job_id, attempt, until]
+        )
 
     def release(self, job_id: str, attempt: int, reason: str = "worker_shutdown") -> bool:
         """Give a running job back (a worker shutting down): end its lease now, so a

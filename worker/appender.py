@@ -23,11 +23,11 @@ import threading
 from dataclasses import dataclass, field
 
 import redis
-from redis.exceptions import NoScriptError
 
 from sluice.events import Event
 from sluice.jobs import JobStore, ScriptCall, append_result
 from sluice.metrics import APPEND_BATCH
+from worker.pipelined import send_together
 
 log = logging.getLogger("sluice.worker")
 REPLY_TIMEOUT = 60.0  # seconds an append waits for its batch's reply before giving up
@@ -86,7 +86,7 @@ class BatchedAppender:
     def _send(self, batch: list[_Pending]) -> None:
         """One round trip for the batch; every caller gets its own reply or error."""
         try:
-            replies = self._execute([pending.call for pending in batch])
+            replies = send_together(self.store.redis, [pending.call for pending in batch])
             APPEND_BATCH.observe(len(batch))
         except Exception as exc:  # the flusher must outlive any failure
             if not isinstance(exc, redis.RedisError):
@@ -102,20 +102,3 @@ class BatchedAppender:
         finally:
             for pending in batch:
                 pending.done.set()
-
-    def _execute(self, calls: list[ScriptCall]) -> list[object]:
-        replies = self._pipeline(calls)
-        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-        if missing:
-            # Redis lost its script cache (restarted, or SCRIPT FLUSH): load and resend
-            for script in {calls[i].script.sha: calls[i].script for i in missing}.values():
-                self.store.redis.script_load(script.script)
-            for i, reply in zip(missing, self._pipeline([calls[i] for i in missing]), strict=True):
-                replies[i] = reply
-        return replies
-
-    def _pipeline(self, calls: list[ScriptCall]) -> list[object]:
-        pipe = self.store.redis.pipeline(transaction=False)
-        for call in calls:
-            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
-        return pipe.execute(raise_on_error=False)

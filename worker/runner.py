@@ -41,7 +41,7 @@ from sluice.upstream_errors import error_from_payload
 from worker.appender import BatchedAppender
 from worker.chunks import ChunkReader
 from worker.upstream import Upstream, map_read_error, recycle
-from worker.watcher import JobWatcher
+from worker.watcher import JobWatcher, JobWatchers
 
 log = logging.getLogger("sluice.worker")
 START_YIELD = 0.05  # seconds a job start lets pending stream events go first, at most
@@ -79,6 +79,7 @@ class JobRunner:
     ) -> None:
         self.store = store
         self.appender = BatchedAppender(store)
+        self.watchers = JobWatchers(store, poll_interval)
         self.upstream = upstream
         self.settings = settings
         self.poll_interval = poll_interval
@@ -164,7 +165,7 @@ class JobRun:
         try:
             # the claim appended the `started` event
             job_event(log, "job.started", job.id, attempt=self.attempt, model=job.model)
-            with JobWatcher(self.store, job.id, self.attempt, self.runner.poll_interval) as w:
+            with self.runner.watchers.watch(job.id, self.attempt) as w:
                 self.watcher = w
                 self._stream_with_retries(w)
         except _STOPPED as exc:
