@@ -1,13 +1,13 @@
 """Short full garbage collections in the long-running processes (gateway, worker).
 
 A full (generation 2) collection walks every object the process tracks, and a gateway or
-worker process holds a few hundred thousand of them from its imports alone (Flask, Celery,
-kombu, redis-py, requests, tiktoken...). While it runs, nothing else does: in the
-benchmark's start burst one took 64 ms in the worker and 22 ms in the gateway, and every
-delta of every stream waited for it. ``gc.freeze()`` once the process is ready moves
-those objects to a permanent generation that collections skip, so a full collection
-walks only what was created since (the approach CPython documents for ``gc.freeze`` and
-Instagram described for its web servers).
+worker process holds ~84,000 of them in that generation from its imports alone (Flask,
+Celery, kombu, redis-py, requests, tiktoken...). While it runs, nothing else does: in the
+benchmark such collections took 13-64 ms, and every delta of every stream waited.
+``gc.freeze()`` once the process is ready moves those objects to a permanent generation
+that collections skip, so a full collection walks only what was created since (the
+approach CPython documents for ``gc.freeze`` and Instagram described for its web
+servers).
 """
 
 from __future__ import annotations
