@@ -208,13 +208,10 @@ class JobStore:
             return None
         return Job.from_hash(job_id, dict(zip(pairs[::2], pairs[1::2], strict=True)))
 
-    def renew(self, job_id: str, attempt: int) -> bool:
-        """Extend the lease; False when this attempt no longer owns the running job."""
-        call = self.renew_call(job_id, attempt)
-        return bool(call.script(keys=call.keys, args=call.args))
-
     def renew_call(self, job_id: str, attempt: int) -> ScriptCall:
-        """The RENEW script call ``renew`` makes (its reply: 1 renewed, 0 not ours)."""
+        """The RENEW script call that extends this attempt's lease (sent with the other
+        jobs' checks, ``worker/watcher.py``); its reply: 1 renewed, 0 the job is no longer
+        this attempt's."""
         until = time.time() + self.settings.lease_ttl
         return ScriptCall(
             self._renew, [self.keys.job(job_id), self.keys.leases], [job_id, attempt, until]

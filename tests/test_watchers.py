@@ -101,12 +101,14 @@ def test_renewals_survive_redis_forgetting_the_script(store: JobStore) -> None:
 
 
 @pytest.mark.parametrize("shutdown", [True, False])
-def test_stop_now_and_leaving_the_block_end_the_watching(store: JobStore, shutdown: bool) -> None:
+def test_losing_the_job_and_leaving_the_block_end_the_watching(
+    store: JobStore, shutdown: bool
+) -> None:
     watchers = JobWatchers(store, poll_interval=3600)
     job_id = _running(store)
     with watchers.watch(job_id, 1) as watcher:
         assert watcher in watchers._watching
         if shutdown:
-            watcher.stop_now()
+            watcher.lost()
             assert watcher.stopped and watcher not in watchers._watching
     assert watcher not in watchers._watching

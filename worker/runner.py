@@ -82,7 +82,6 @@ class JobRunner:
         self.watchers = JobWatchers(store, poll_interval)
         self.upstream = upstream
         self.settings = settings
-        self.poll_interval = poll_interval
         self.active: set[JobRun] = set()  # the attempts this process is running
         self.shutting_down = False
 
@@ -99,7 +98,7 @@ class JobRunner:
             except redis.RedisError as exc:
                 log.warning("job %s: cannot hand back (%s); its lease will lapse", run.job.id, exc)
             if run.watcher is not None:
-                run.watcher.stop_now()
+                run.watcher.lost()  # stop streaming at once
         return handed
 
     def run(self, job_id: str) -> None:

@@ -126,12 +126,9 @@ class JobWatcher:
         with self._lock:
             self._response = None
 
-    def stop_now(self) -> None:
-        """The job is being given away (shutdown): stop streaming at once."""
-        self.lost()
-
     def lost(self) -> None:
-        """The job is no longer this attempt's: stop, and cut its upstream stream."""
+        """The job is no longer this attempt's (cancelled, taken over, or given back at
+        shutdown): stop, and cut its upstream stream."""
         with self._lock:
             self.stopped = True
             self._stopped.set()
