@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from httpx_sse import connect_sse
 
-from sluice.events import TERMINAL_EVENTS
+from sluice.events import DELTA, TERMINAL_EVENTS, Event
 
 if TYPE_CHECKING:
+    from sluice.jobs import JobStore
     from sluice.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -236,3 +237,17 @@ class RestartableGateway:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             self.process.wait(15)
+
+
+def running_job(store: JobStore) -> str:
+    """A job claimed by attempt 1: `started` is event 1."""
+    job, _ = store.create(
+        model="m", request={"model": "m", "messages": []}, prompt_tokens=1, truncated_messages=0
+    )
+    assert store.claim(job.id) is not None
+    return job.id
+
+
+def delta(text: str) -> list[Event]:
+    """One delta event with this text, as an append takes it."""
+    return [Event(DELTA, {"index": 0, "content": text})]

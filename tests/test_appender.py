@@ -12,21 +12,10 @@ from prometheus_client import REGISTRY
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from sluice.events import CANCELLED, DELTA, Event
+from sluice.events import CANCELLED, Event
 from sluice.jobs import AttemptSuperseded, JobAlreadyEnded, JobGone, JobStore
+from tests.support import delta, running_job
 from worker.appender import BatchedAppender
-
-
-def _running(store: JobStore) -> str:
-    job, _ = store.create(
-        model="m", request={"model": "m", "messages": []}, prompt_tokens=1, truncated_messages=0
-    )
-    assert store.claim(job.id) is not None  # attempt 1, `started` is event 1
-    return job.id
-
-
-def _delta(text: str) -> list[Event]:
-    return [Event(DELTA, {"index": 0, "content": text})]
 
 
 def _batches() -> tuple[float, float]:
@@ -38,7 +27,7 @@ def _batches() -> tuple[float, float]:
 
 def test_concurrent_jobs_share_round_trips_and_keep_their_own_order(store: JobStore) -> None:
     appender = BatchedAppender(store)
-    jobs = [_running(store) for _ in range(20)]
+    jobs = [running_job(store) for _ in range(20)]
     per_job = 15
     before = _batches()
     errors: list[BaseException] = []
@@ -49,7 +38,7 @@ def test_concurrent_jobs_share_round_trips_and_keep_their_own_order(store: JobSt
             last = 1
             go.wait()
             for n in range(per_job):
-                last = appender.append(job_id, _delta(f"{n},"), attempt=1, expect_last=last)
+                last = appender.append(job_id, delta(f"{n},"), attempt=1, expect_last=last)
                 assert last == n + 2
         except BaseException as exc:  # reported below
             errors.append(exc)
@@ -75,14 +64,14 @@ def test_each_caller_gets_its_own_refusal_and_the_rest_of_the_batch_is_written(
     store: JobStore,
 ) -> None:
     appender = BatchedAppender(store)
-    ok, cancelled, superseded = _running(store), _running(store), _running(store)
+    ok, cancelled, superseded = running_job(store), running_job(store), running_job(store)
     store.append(cancelled, [Event(CANCELLED, {"usage": None})])
     store.redis.hset(store.keys.job(superseded), "attempt", 2)  # a newer attempt owns it
     outcomes: dict[str, object] = {}
 
     def attempt(name: str, job_id: str) -> None:
         try:
-            outcomes[name] = appender.append(job_id, _delta("x"), attempt=1, expect_last=1)
+            outcomes[name] = appender.append(job_id, delta("x"), attempt=1, expect_last=1)
         except Exception as exc:
             outcomes[name] = type(exc)
 
@@ -111,18 +100,18 @@ def test_each_caller_gets_its_own_refusal_and_the_rest_of_the_batch_is_written(
 
 def test_a_retried_append_is_not_written_twice(store: JobStore) -> None:
     appender = BatchedAppender(store)
-    job_id = _running(store)
-    assert appender.append(job_id, _delta("a"), attempt=1, expect_last=1) == 2
+    job_id = running_job(store)
+    assert appender.append(job_id, delta("a"), attempt=1, expect_last=1) == 2
     # the caller did not get the reply and sends the same append again
-    assert appender.append(job_id, _delta("a"), attempt=1, expect_last=1) == 2
+    assert appender.append(job_id, delta("a"), attempt=1, expect_last=1) == 2
     assert store.transcript(job_id).texts() == ["a"]
 
 
 def test_appends_survive_redis_forgetting_the_script(store: JobStore) -> None:
     appender = BatchedAppender(store)
-    job_id = _running(store)
+    job_id = running_job(store)
     store.redis.script_flush()  # as after a Redis restart
-    assert appender.append(job_id, _delta("a"), attempt=1, expect_last=1) == 2
+    assert appender.append(job_id, delta("a"), attempt=1, expect_last=1) == 2
     assert store.transcript(job_id).texts() == ["a"]
 
 
@@ -134,7 +123,7 @@ def test_an_unreachable_redis_fails_the_append_and_the_appender_lives_on(
     appender = BatchedAppender(dead)
     started = time.monotonic()
     with pytest.raises(redis.ConnectionError):
-        appender.append("job_x", _delta("a"), attempt=1, expect_last=1)
+        appender.append("job_x", delta("a"), attempt=1, expect_last=1)
     with pytest.raises(redis.ConnectionError):  # the flusher is still there to answer
-        appender.append("job_x", _delta("b"), attempt=1, expect_last=1)
+        appender.append("job_x", delta("b"), attempt=1, expect_last=1)
     assert time.monotonic() - started < 5

@@ -9,10 +9,11 @@ burst. Here the appends that arrive while one round trip is in flight all go out
 next one, as one pipeline: one send and one receive for the whole batch.
 
 Nothing waits to fill a batch (no timer, no size to reach): an append that finds the line
-idle is sent at once, so an idle stream's delta is not held back. Each job still waits
-for its own reply, so a job's appends stay in order and keep their semantics (its
-``expect_last`` fence, its refusal when cancelled or superseded, its retries through a
-Redis outage in ``JobRun.append``).
+idle is sent at once, so an idle stream's delta is not held back. Appends go out in the
+order they were handed over, so a job need not wait for one reply before handing over its
+next append: ``worker.event_writer.EventWriter`` keeps a job's unconfirmed appends, each
+fenced with the id it expects to follow (``expect_last``), and sends again in order what
+a lost connection left unconfirmed.
 """
 
 from __future__ import annotations
@@ -34,18 +35,30 @@ REPLY_TIMEOUT = 60.0  # seconds an append waits for its batch's reply before giv
 
 
 @dataclass
-class _Pending:
+class PendingAppend:
+    """An append handed to the appender; ``result`` waits for its reply."""
+
+    job_id: str
     call: ScriptCall
     done: threading.Event = field(default_factory=threading.Event)
     reply: object = None
     error: BaseException | None = None
+
+    def result(self, timeout: float = REPLY_TIMEOUT) -> int:
+        """The id of the last event appended; raises the refusal or the Redis error."""
+        if not self.done.wait(timeout):
+            # the caller retries; its expect_last fence makes a late first write harmless
+            raise redis.TimeoutError(f"no reply to an append within {timeout:.0f}s")
+        if self.error is not None:
+            raise self.error
+        return append_result(self.job_id, self.reply)
 
 
 class BatchedAppender:
     def __init__(self, store: JobStore, max_batch: int = 256) -> None:
         self.store = store
         self.max_batch = max_batch
-        self._queue: collections.deque[_Pending] = collections.deque()
+        self._queue: collections.deque[PendingAppend] = collections.deque()
         self._wake = threading.Event()
         self._start_lock = threading.Lock()
         self._flusher: threading.Thread | None = None
@@ -53,17 +66,19 @@ class BatchedAppender:
     def append(self, job_id: str, events: list[Event], *, attempt: int, expect_last: int) -> int:
         """``JobStore.append`` for a running attempt, sent together with the appends of
         the process's other jobs; returns the id of the last event."""
+        return self.send(job_id, events, attempt=attempt, expect_last=expect_last).result()
+
+    def send(
+        self, job_id: str, events: list[Event], *, attempt: int, expect_last: int
+    ) -> PendingAppend:
+        """Hand an append over without waiting for its reply; appends are sent in the
+        order they are handed over."""
         call = self.store.append_call(job_id, events, attempt=attempt, expect_last=expect_last)
-        pending = _Pending(call)
+        pending = PendingAppend(job_id, call)
         self._queue.append(pending)
         self._ensure_flusher()
         self._wake.set()
-        if not pending.done.wait(REPLY_TIMEOUT):
-            # the caller retries; its expect_last fence makes a late first write harmless
-            raise redis.TimeoutError(f"no reply to an append within {REPLY_TIMEOUT:.0f}s")
-        if pending.error is not None:
-            raise pending.error
-        return append_result(job_id, pending.reply)
+        return pending
 
     def _ensure_flusher(self) -> None:
         if self._flusher is not None:
@@ -83,7 +98,7 @@ class BatchedAppender:
                 size = min(len(self._queue), self.max_batch)
                 self._send([self._queue.popleft() for _ in range(size)])
 
-    def _send(self, batch: list[_Pending]) -> None:
+    def _send(self, batch: list[PendingAppend]) -> None:
         """One round trip for the batch; every caller gets its own reply or error."""
         try:
             replies = send_together(self.store.redis, [pending.call for pending in batch])

@@ -8,9 +8,11 @@ Deliberate behaviour (anchors part b, 5, 17, 21):
 * Before the first delta reaches the log, a refusal worth retrying (429, 5xx, a
   connection error) is retried with backoff, honouring ``Retry-After``; once text was
   sent there is no silent retry (it would duplicate or change the text): the job fails.
-* Appends carry the id of the last event this attempt wrote, so an append retried after a
-  lost reply (Redis restarting) is recognised as done instead of written twice; a Redis
-  outage shorter than ``SLUICE_REDIS_OUTAGE_TOLERANCE`` pauses the stream, it does not fail.
+* Deltas are handed to the process's appender without waiting for the reply
+  (``worker.event_writer``); each append carries the id of the last event before it, so
+  one resent after a lost reply (Redis restarting) is recognised as done instead of
+  written twice; a Redis outage shorter than ``SLUICE_REDIS_OUTAGE_TOLERANCE`` pauses the
+  stream, it does not fail. A terminal event waits until everything before it is in.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from sluice.tokens import count_text
 from sluice.upstream_errors import error_from_payload
 from worker.appender import BatchedAppender
 from worker.chunks import ChunkReader
+from worker.event_writer import EventWriter
 from worker.upstream import Upstream, map_read_error, recycle
 from worker.watcher import JobWatcher, JobWatchers
 
@@ -132,7 +135,13 @@ class JobRun:
         self.settings = runner.settings
         self.job = job
         self.attempt = job.attempt  # as claimed
-        self.last_id = job.last_event_id  # the last event id in the log, as we know it
+        self.writer = EventWriter(
+            runner.appender,
+            job.id,
+            job.attempt,
+            job.last_event_id,
+            outage_tolerance=self.settings.redis_outage_tolerance,
+        )
         self.started = time.monotonic()
         self.first_delta_at: float | None = None
         self.reader = ChunkReader(int(job.request.get("n") or 1))
@@ -140,22 +149,10 @@ class JobRun:
 
     # -- writing events ---------------------------------------------------------------
 
-    def append(self, events: list[Event]) -> None:
-        """Append as this attempt, riding out a short Redis outage."""
-        deadline = time.monotonic() + self.settings.redis_outage_tolerance
-        delay = 0.2
-        while True:
-            try:
-                self.last_id = self.runner.appender.append(
-                    self.job.id, events, attempt=self.attempt, expect_last=self.last_id
-                )
-                return
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                if time.monotonic() + delay > deadline:
-                    raise
-                log.warning("job %s: Redis unavailable (%s); retrying", self.job.id, exc)
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
+    def append(self, events: list[Event], *, flush: bool = False) -> None:
+        """Append as this attempt; deltas without waiting (``flush`` waits until every
+        event so far is in the log), riding out a short Redis outage."""
+        self.writer.write(events, flush=flush)
 
     # -- the attempt ----------------------------------------------------------------------
 
@@ -293,7 +290,7 @@ class JobRun:
             "usage": usage,
             "usage_estimated": estimated,
         }
-        self.append([Event(DONE, data)])
+        self.append([Event(DONE, data)], flush=True)
         JOBS.labels("succeeded").inc()
         JOB_DURATION.observe(time.monotonic() - self.started)
         TOKENS.labels("prompt").inc(usage["prompt_tokens"])
@@ -330,7 +327,7 @@ class JobRun:
             duration_s=round(time.monotonic() - self.started, 3),
         )
         try:
-            self.append([Event(ERROR, {"error": error})])
+            self.append([Event(ERROR, {"error": error})], flush=True)
         except _STOPPED:
             pass
         except redis.RedisError as redis_exc:

@@ -1,0 +1,139 @@
+"""A job's writes handed over without waiting, against the real Redis: they land in order,
+refusals surface, and lost replies are sent again without writing anything twice."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+import worker.appender
+from sluice.events import DONE, Event
+from sluice.jobs import AttemptSuperseded, JobAlreadyEnded, JobStore
+from tests.support import delta, running_job, wait_until
+from worker.appender import BatchedAppender
+from worker.event_writer import EventWriter
+
+
+def _writer(store: JobStore, job_id: str, **options: float) -> EventWriter:
+    options.setdefault("outage_tolerance", 5.0)
+    return EventWriter(BatchedAppender(store), job_id, 1, 1, **options)  # type: ignore[arg-type]
+
+
+def _assert_log(store: JobStore, job_id: str, texts: list[str]) -> None:
+    """Exactly these deltas after `started`, in order, ids without gaps or repeats."""
+    events = store.read_events(job_id)
+    assert [i for i, _ in events] == list(range(1, len(events) + 1))
+    assert store.transcript(job_id).texts() == ["".join(texts)]
+
+
+def test_writes_do_not_wait_for_replies_and_land_in_order(store: JobStore) -> None:
+    job_id = running_job(store)
+    writer = _writer(store, job_id)
+    # Redis holds writes for a moment: every write returns before any reply came back
+    store.redis.execute_command("CLIENT", "PAUSE", "300", "WRITE")
+    ids = [writer.write(delta(f"{n},")) for n in range(10)]
+    assert writer.unconfirmed == 10
+    assert ids == list(range(2, 12))  # the ids are known before the replies
+    writer.write([Event(DONE, {"usage": None})], flush=True)  # waits for all of them
+    assert writer.unconfirmed == 0
+    _assert_log(store, job_id, [f"{n}," for n in range(10)])
+    job = store.get(job_id)
+    assert job is not None and job.status == "succeeded"
+
+
+def test_a_refusal_is_raised_by_a_later_write_or_flush(store: JobStore) -> None:
+    job_id = running_job(store)
+    writer = _writer(store, job_id)
+    writer.write(delta("a"), flush=True)
+    store.cancel(job_id, usage=None)  # the user cancels while the job streams
+    writer.write(delta("b"))  # handed over; its refusal comes back later
+    with pytest.raises(JobAlreadyEnded):
+        writer.flush()
+    assert store.transcript(job_id).texts() == ["a"]
+
+
+def test_in_flight_writes_are_bounded(store: JobStore) -> None:
+    job_id = running_job(store)
+    writer = _writer(store, job_id, max_unconfirmed=4)
+    store.redis.execute_command("CLIENT", "PAUSE", "300", "WRITE")
+    for n in range(10):
+        writer.write(delta(f"{n},"))
+        assert writer.unconfirmed <= 4  # the fifth write waited for the first reply
+    writer.flush()
+    _assert_log(store, job_id, [f"{n}," for n in range(10)])
+
+
+Fault = Callable[[Callable[..., list[object]], redis.Redis, list[object]], list[object]]
+
+
+def _lose_reply(send: Callable[..., list[object]], client: redis.Redis, calls: list[object]):
+    send(client, calls)  # the writes land ...
+    raise redis.ConnectionError("connection reset (the reply was lost)")  # ... unconfirmed
+
+
+def _drop_request(send: Callable[..., list[object]], client: redis.Redis, calls: list[object]):
+    raise redis.ConnectionError("connection reset (the request was lost)")
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        pytest.param([_lose_reply], id="reply-lost"),
+        pytest.param([_drop_request], id="request-lost"),
+        pytest.param([_lose_reply, _lose_reply, _lose_reply], id="replies-lost-in-a-row"),
+        pytest.param([_drop_request, _drop_request], id="requests-lost-in-a-row"),
+        pytest.param([_lose_reply, _drop_request, _lose_reply], id="mixed"),
+        pytest.param([None, _lose_reply, None, _drop_request], id="between-good-ones"),
+    ],
+)
+def test_lost_round_trips_are_sent_again_without_loss_or_repeat(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch, faults: list[Fault | None]
+) -> None:
+    job_id = running_job(store)
+    writer = _writer(store, job_id)
+    real_send = worker.appender.send_together
+    sent: list[int] = []  # the number of appends in each round trip attempted
+
+    def faulty_send(client: redis.Redis, calls: list[object]) -> list[object]:
+        fault = faults[len(sent)] if len(sent) < len(faults) else None
+        sent.append(len(calls))
+        if fault is None:
+            return real_send(client, calls)
+        return fault(real_send, client, calls)
+
+    monkeypatch.setattr(worker.appender, "send_together", faulty_send)
+    texts = [f"{n}," for n in range(8)]
+    for n, text in enumerate(texts):
+        writer.write(delta(text))
+        # one round trip per write, so each fault hits the write it is meant for
+        wait_until(lambda n=n: len(sent) > n, 5)
+    writer.write([Event(DONE, {"usage": None})], flush=True)
+    _assert_log(store, job_id, texts)
+    assert sum(sent) > len(texts) + 1  # something was sent again
+
+
+def test_a_log_that_moved_on_without_the_writer_stops_it(store: JobStore) -> None:
+    job_id = running_job(store)
+    writer = _writer(store, job_id)
+    writer.write(delta("a"), flush=True)
+    # someone else wrote as this attempt (a worker that wrongly believes it owns the job)
+    store.append(job_id, delta("X") + delta("Y"), attempt=1, expect_last=2)
+    writer.write(delta("b"))
+    with pytest.raises(AttemptSuperseded):
+        writer.flush()
+    assert store.transcript(job_id).texts() == ["aXY"]
+
+
+def test_an_outage_longer_than_the_tolerance_fails_the_flush(store: JobStore) -> None:
+    dead = JobStore(redis.Redis(port=1, retry=Retry(NoBackoff(), 0)), store.settings)
+    writer = EventWriter(BatchedAppender(dead), "job_x", 1, 1, outage_tolerance=1.0)
+    writer.write(delta("a"))  # handing over does not fail
+    started = time.monotonic()
+    with pytest.raises(redis.ConnectionError):
+        writer.flush()
+    assert 0.5 < time.monotonic() - started < 5  # it retried (0.2 s, then 0.4 s)

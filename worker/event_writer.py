@@ -1,0 +1,157 @@
+"""One attempt's writes to its job's event log, without waiting for each reply.
+
+A job that waited for every append's reply before reading its next upstream chunk could
+not read while the reply was on its way back, and the reply reached it only after the
+appender's greenlet and then its own had their turn in the event loop; when deltas come
+faster than that (a token storm, a busy worker) the upstream was held back. Since the process's appender sends appends in the order they are handed over, a job can
+hand over its append and read on. Each append carries the id it expects the log to end at
+(``expect_last``), so the chain stays exact:
+
+* a reply confirms its append and every earlier one (each was fenced on the one before);
+* a refusal (job cancelled, ended, gone, or taken over) is raised at the job's next write;
+* a lost connection or a lost reply leaves appends unconfirmed: they are sent again, in
+  order, through a Redis outage of up to ``outage_tolerance`` seconds; one that had landed
+  is recognised by its fence and not written twice.
+
+At most ``max_unconfirmed`` appends are in flight per job; a terminal event is written
+with ``flush=True``, which returns only once every append before it is confirmed.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import logging
+import time
+from dataclasses import dataclass
+
+import redis
+
+from sluice.events import Event
+from sluice.jobs import AttemptSuperseded, append_result
+from worker.appender import REPLY_TIMEOUT, BatchedAppender, PendingAppend
+
+log = logging.getLogger("sluice.worker")
+OUT_OF_SEQUENCE = -4  # APPEND's reply when the log does not end where the write expects
+
+
+class _Outcome(enum.Enum):
+    LANDED = "landed"  # this write and every earlier one are in the log
+    LOST = "lost"  # no reply (a connection error): it may or may not have landed
+    BEHIND = "behind"  # the log ends elsewhere: an earlier write was lost, or landed too
+
+
+@dataclass
+class _Unconfirmed:
+    events: list[Event]
+    expect_last: int
+    pending: PendingAppend
+
+
+class EventWriter:
+    def __init__(
+        self,
+        appender: BatchedAppender,
+        job_id: str,
+        attempt: int,
+        last_id: int,
+        *,
+        outage_tolerance: float,
+        max_unconfirmed: int = 16,
+    ) -> None:
+        self.appender = appender
+        self.job_id = job_id
+        self.attempt = attempt
+        self.last_id = last_id  # where the log ends once every write handed over lands
+        self.outage_tolerance = outage_tolerance
+        self.max_unconfirmed = max_unconfirmed
+        self._unconfirmed: collections.deque[_Unconfirmed] = collections.deque()
+
+    @property
+    def unconfirmed(self) -> int:
+        return len(self._unconfirmed)
+
+    def write(self, events: list[Event], *, flush: bool = False) -> int:
+        """Hand these events over; returns the id of the last. Raises a refusal met by an
+        earlier write, or by this one with ``flush`` (or when too many are in flight)."""
+        self._settle(block=False)
+        pending = self.appender.send(
+            self.job_id, events, attempt=self.attempt, expect_last=self.last_id
+        )
+        self._unconfirmed.append(_Unconfirmed(events, self.last_id, pending))
+        self.last_id += len(events)
+        if flush:
+            self.flush()
+        elif len(self._unconfirmed) > self.max_unconfirmed:
+            self._unconfirmed[0].pending.done.wait(REPLY_TIMEOUT)
+            self._settle(block=False)
+        return self.last_id
+
+    def flush(self) -> None:
+        """Return once every write handed over is confirmed; raise why one is not."""
+        self._settle(block=True)
+
+    def _settle(self, *, block: bool) -> None:
+        """Drop the confirmed writes from the front; raise a refusal; resend after a loss."""
+        queue = self._unconfirmed
+        while queue:
+            head = queue[0].pending
+            if not head.done.is_set():
+                if not block:
+                    return
+                head.done.wait(REPLY_TIMEOUT)  # no reply in time counts as lost
+            if self._outcome(head) is not _Outcome.LANDED:
+                self._resend()
+                return
+            queue.popleft()
+
+    def _resend(self) -> None:
+        """Send every unconfirmed write again, in order, each waiting for its reply.
+
+        The fence makes this exact: a write that had landed is answered with its ids
+        again, unless a later one landed too, and then it is ``BEHIND`` and the later
+        one's confirmation covers it. Only the last write ``BEHIND`` means the log moved
+        on without this attempt.
+        """
+        for unconfirmed in self._unconfirmed:  # let the first sends finish first
+            unconfirmed.pending.done.wait(REPLY_TIMEOUT)
+        outcome = _Outcome.LANDED
+        while self._unconfirmed:
+            outcome = self._send_with_retries(self._unconfirmed[0])
+            self._unconfirmed.popleft()
+        if outcome is _Outcome.BEHIND:
+            raise AttemptSuperseded(f"job {self.job_id}: the log moved on without this attempt")
+
+    def _send_with_retries(self, unconfirmed: _Unconfirmed) -> _Outcome:
+        deadline = time.monotonic() + self.outage_tolerance
+        delay = 0.2
+        while True:
+            pending = self.appender.send(
+                self.job_id,
+                unconfirmed.events,
+                attempt=self.attempt,
+                expect_last=unconfirmed.expect_last,
+            )
+            pending.done.wait(REPLY_TIMEOUT)
+            outcome = self._outcome(pending)
+            if outcome is not _Outcome.LOST:
+                return outcome
+            if time.monotonic() + delay > deadline:
+                raise pending.error or redis.TimeoutError("no reply to an append")
+            log.warning("job %s: Redis unavailable (%s); retrying", self.job_id, pending.error)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def _outcome(self, pending: PendingAppend) -> _Outcome:
+        """What a finished (or timed-out) write says; raises a refusal or a Redis error
+        that is not a lost connection."""
+        if not pending.done.is_set() or isinstance(
+            pending.error, (redis.ConnectionError, redis.TimeoutError)
+        ):
+            return _Outcome.LOST
+        if pending.error is not None:
+            raise pending.error
+        if pending.reply == OUT_OF_SEQUENCE:
+            return _Outcome.BEHIND
+        append_result(self.job_id, pending.reply)  # raises JobGone, JobAlreadyEnded, ...
+        return _Outcome.LANDED
