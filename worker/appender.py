@@ -13,7 +13,9 @@ idle is sent at once, so an idle stream's delta is not held back. Appends go out
 order they were handed over, so a job need not wait for one reply before handing over its
 next append: ``worker.event_writer.EventWriter`` keeps a job's unconfirmed appends, each
 fenced with the id it expects to follow (``expect_last``), and sends again in order what
-a lost connection left unconfirmed.
+a lost connection left unconfirmed. A job's append handed over while its previous one
+still waits for the line joins that one (``send(..., after=...)``): a job that reads
+faster than round trips go still makes one append per round trip, not one per read.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 import redis
 
 from sluice.events import Event
-from sluice.jobs import JobStore, ScriptCall, append_result
+from sluice.jobs import JobStore, append_result
 from sluice.metrics import APPEND_BATCH
 from worker.pipelined import send_together
 
@@ -39,10 +41,13 @@ class PendingAppend:
     """An append handed to the appender; ``result`` waits for its reply."""
 
     job_id: str
-    call: ScriptCall
+    events: list[Event]
+    attempt: int
+    expect_last: int
     done: threading.Event = field(default_factory=threading.Event)
     reply: object = None
     error: BaseException | None = None
+    taken: bool = False  # on its way to Redis: no more events can join it
 
     def result(self, timeout: float = REPLY_TIMEOUT) -> int:
         """The id of the last event appended; raises the refusal or the Redis error."""
@@ -59,6 +64,7 @@ class BatchedAppender:
         self.store = store
         self.max_batch = max_batch
         self._queue: collections.deque[PendingAppend] = collections.deque()
+        self._queue_lock = threading.Lock()  # joining an append vs. taking it for a batch
         self._wake = threading.Event()
         self._start_lock = threading.Lock()
         self._flusher: threading.Thread | None = None
@@ -69,13 +75,28 @@ class BatchedAppender:
         return self.send(job_id, events, attempt=attempt, expect_last=expect_last).result()
 
     def send(
-        self, job_id: str, events: list[Event], *, attempt: int, expect_last: int
+        self,
+        job_id: str,
+        events: list[Event],
+        *,
+        attempt: int,
+        expect_last: int,
+        after: PendingAppend | None = None,
     ) -> PendingAppend:
         """Hand an append over without waiting for its reply; appends are sent in the
-        order they are handed over."""
-        call = self.store.append_call(job_id, events, attempt=attempt, expect_last=expect_last)
-        pending = PendingAppend(job_id, call)
-        self._queue.append(pending)
+        order they are handed over. If ``after`` (the caller's previous append) has not
+        left yet and these events follow it, they join it and it is returned."""
+        with self._queue_lock:
+            if (
+                after is not None
+                and not after.taken
+                and (after.job_id, after.attempt) == (job_id, attempt)
+                and after.expect_last + len(after.events) == expect_last
+            ):
+                after.events.extend(events)
+                return after
+            pending = PendingAppend(job_id, list(events), attempt, expect_last)
+            self._queue.append(pending)
         self._ensure_flusher()
         self._wake.set()
         return pending
@@ -95,13 +116,23 @@ class BatchedAppender:
             self._wake.wait()
             self._wake.clear()
             while self._queue:
-                size = min(len(self._queue), self.max_batch)
-                self._send([self._queue.popleft() for _ in range(size)])
+                with self._queue_lock:
+                    size = min(len(self._queue), self.max_batch)
+                    batch = [self._queue.popleft() for _ in range(size)]
+                    for pending in batch:
+                        pending.taken = True
+                self._send(batch)
 
     def _send(self, batch: list[PendingAppend]) -> None:
         """One round trip for the batch; every caller gets its own reply or error."""
         try:
-            replies = send_together(self.store.redis, [pending.call for pending in batch])
+            calls = [
+                self.store.append_call(
+                    p.job_id, p.events, attempt=p.attempt, expect_last=p.expect_last
+                )
+                for p in batch
+            ]
+            replies = send_together(self.store.redis, calls)
             APPEND_BATCH.observe(len(batch))
         except Exception as exc:  # the flusher must outlive any failure
             if not isinstance(exc, redis.RedisError):

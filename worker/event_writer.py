@@ -2,9 +2,9 @@
 
 A job that waited for every append's reply before reading its next upstream chunk could
 not read while the reply was on its way back, and the reply reached it only after the
-appender's greenlet and then its own had their turn in the event loop; when deltas come
-faster than that (a token storm, a busy worker) the upstream was held back. Since the process's appender sends appends in the order they are handed over, a job can
-hand over its append and read on. Each append carries the id it expects the log to end at
+appender's greenlet and then its own had their turn in the event loop. Since the
+process's appender sends appends in the order they are handed over, a job can hand over
+its append and read on. Each append carries the id it expects the log to end at
 (``expect_last``), so the chain stays exact:
 
 * a reply confirms its append and every earlier one (each was fenced on the one before);
@@ -13,8 +13,10 @@ hand over its append and read on. Each append carries the id it expects the log 
   order, through a Redis outage of up to ``outage_tolerance`` seconds; one that had landed
   is recognised by its fence and not written twice.
 
-At most ``max_unconfirmed`` appends are in flight per job; a terminal event is written
-with ``flush=True``, which returns only once every append before it is confirmed.
+A write handed over while the job's previous append still waits to be sent joins it, so a
+job has at most two appends unconfirmed (one on the line, one waiting) and a burst of
+reads costs one append per round trip, as when the job waited. A terminal event is
+written with ``flush=True``, which returns only once every append before it is confirmed.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import collections
 import enum
 import logging
 import time
-from dataclasses import dataclass
 
 import redis
 
@@ -41,13 +42,6 @@ class _Outcome(enum.Enum):
     BEHIND = "behind"  # the log ends elsewhere: an earlier write was lost, or landed too
 
 
-@dataclass
-class _Unconfirmed:
-    events: list[Event]
-    expect_last: int
-    pending: PendingAppend
-
-
 class EventWriter:
     def __init__(
         self,
@@ -57,15 +51,13 @@ class EventWriter:
         last_id: int,
         *,
         outage_tolerance: float,
-        max_unconfirmed: int = 16,
     ) -> None:
         self.appender = appender
         self.job_id = job_id
         self.attempt = attempt
         self.last_id = last_id  # where the log ends once every write handed over lands
         self.outage_tolerance = outage_tolerance
-        self.max_unconfirmed = max_unconfirmed
-        self._unconfirmed: collections.deque[_Unconfirmed] = collections.deque()
+        self._unconfirmed: collections.deque[PendingAppend] = collections.deque()
 
     @property
     def unconfirmed(self) -> int:
@@ -73,18 +65,17 @@ class EventWriter:
 
     def write(self, events: list[Event], *, flush: bool = False) -> int:
         """Hand these events over; returns the id of the last. Raises a refusal met by an
-        earlier write, or by this one with ``flush`` (or when too many are in flight)."""
+        earlier write, or with ``flush`` by this one."""
         self._settle(block=False)
+        previous = self._unconfirmed[-1] if self._unconfirmed else None
         pending = self.appender.send(
-            self.job_id, events, attempt=self.attempt, expect_last=self.last_id
+            self.job_id, events, attempt=self.attempt, expect_last=self.last_id, after=previous
         )
-        self._unconfirmed.append(_Unconfirmed(events, self.last_id, pending))
+        if pending is not previous:
+            self._unconfirmed.append(pending)
         self.last_id += len(events)
         if flush:
             self.flush()
-        elif len(self._unconfirmed) > self.max_unconfirmed:
-            self._unconfirmed[0].pending.done.wait(REPLY_TIMEOUT)
-            self._settle(block=False)
         return self.last_id
 
     def flush(self) -> None:
@@ -95,7 +86,7 @@ class EventWriter:
         """Drop the confirmed writes from the front; raise a refusal; resend after a loss."""
         queue = self._unconfirmed
         while queue:
-            head = queue[0].pending
+            head = queue[0]
             if not head.done.is_set():
                 if not block:
                     return
@@ -114,7 +105,7 @@ class EventWriter:
         on without this attempt.
         """
         for unconfirmed in self._unconfirmed:  # let the first sends finish first
-            unconfirmed.pending.done.wait(REPLY_TIMEOUT)
+            unconfirmed.done.wait(REPLY_TIMEOUT)
         outcome = _Outcome.LANDED
         while self._unconfirmed:
             outcome = self._send_with_retries(self._unconfirmed[0])
@@ -122,7 +113,7 @@ class EventWriter:
         if outcome is _Outcome.BEHIND:
             raise AttemptSuperseded(f"job {self.job_id}: the log moved on without this attempt")
 
-    def _send_with_retries(self, unconfirmed: _Unconfirmed) -> _Outcome:
+    def _send_with_retries(self, unconfirmed: PendingAppend) -> _Outcome:
         deadline = time.monotonic() + self.outage_tolerance
         delay = 0.2
         while True:
