@@ -11,7 +11,9 @@ Deliberate choices (read before changing):
   the log afterwards without a race (see ``gateway/feed.py``).
 * A listener whose inbox is full (a client slower than its stream) is not given more: it
   is marked ``stale`` and its feed re-reads the durable log, so a slow client costs
-  memory for at most ``INBOX_LIMIT`` messages, never for the whole stream.
+  memory for at most ``INBOX_LIMIT`` messages and ``INBOX_LIMIT_CHARS`` characters (one
+  message carries all the events of one append, up to 1,000 in a token storm), never for
+  the whole stream.
 * When the connection breaks, redis-py reconnects and re-subscribes on the next read;
   messages published meanwhile are lost, so every listener is marked ``stale``.
 """
@@ -29,6 +31,7 @@ import redis
 
 log = logging.getLogger("sluice.gateway.hub")
 INBOX_LIMIT = 256
+INBOX_LIMIT_CHARS = 256 * 1024
 
 
 class Listener:
@@ -39,13 +42,17 @@ class Listener:
         self.channel = channel
         self.stale = False  # messages were dropped: re-read the log
         self._inbox: collections.deque[str] = collections.deque()
+        self._chars = 0  # held in the inbox
         self._ready = threading.Event()
 
     def push(self, message: str) -> None:
-        if len(self._inbox) >= INBOX_LIMIT:
+        if self._inbox and (
+            len(self._inbox) >= INBOX_LIMIT or self._chars + len(message) > INBOX_LIMIT_CHARS
+        ):
             self.stale = True
         else:
             self._inbox.append(message)
+            self._chars += len(message)
         self._ready.set()
 
     def mark_stale(self) -> None:
@@ -61,6 +68,7 @@ class Listener:
             return [] if self.stale else None
         messages = list(self._inbox)
         self._inbox.clear()
+        self._chars = 0
         return messages
 
     def close(self) -> None:

@@ -59,6 +59,19 @@ def test_writes_do_not_wait_for_replies_and_join_while_the_line_is_busy(
     assert len(published) <= 3  # one message per append, not per write
 
 
+def test_a_storm_of_writes_is_split_into_appends_redis_can_run(store: JobStore) -> None:
+    """Lua refuses to unpack ~8,000 values: joined or large writes stay under a cap."""
+    job_id = running_job(store)
+    writer = _writer(store, job_id)
+    store.redis.execute_command("CLIENT", "PAUSE", "1000", "WRITE")
+    texts = [f"{n}," for n in range(18000)]
+    for text in texts[:9000]:
+        writer.write(delta(text))  # these join while the line is busy
+    writer.write([event for text in texts[9000:] for event in delta(text)])  # one big read
+    writer.write([Event(DONE, {"usage": None})], flush=True)
+    _assert_log(store, job_id, texts)
+
+
 def test_a_refusal_is_raised_by_a_later_write_or_flush(store: JobStore) -> None:
     job_id = running_job(store)
     writer = _writer(store, job_id)

@@ -7,7 +7,7 @@ import time
 
 import redis
 
-from gateway.hub import INBOX_LIMIT, Hub
+from gateway.hub import INBOX_LIMIT, INBOX_LIMIT_CHARS, Hub
 
 
 def new_hub(redis_url: str) -> tuple[Hub, redis.Redis, str]:
@@ -43,6 +43,23 @@ def test_a_listener_that_falls_behind_is_marked_stale_not_buffered(redis_url: st
         time.sleep(0.02)
     assert listener.stale
     assert len(listener.get(timeout=0.1) or []) == INBOX_LIMIT
+    listener.close()
+
+
+def test_a_listener_behind_on_large_messages_holds_a_bounded_size(redis_url: str) -> None:
+    """One message carries a whole append (up to 1,000 events in a token storm)."""
+    hub, client, prefix = new_hub(redis_url)
+    channel = f"{prefix}:job"
+    listener = hub.subscribe(channel)
+    big = "x" * (INBOX_LIMIT_CHARS // 4)
+    for i in range(10):  # well under INBOX_LIMIT messages, 2.5 times the size limit
+        client.publish(channel, f"{i + 1} delta {big}")
+    deadline = time.monotonic() + 5
+    while not listener.stale and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert listener.stale
+    held = listener.get(timeout=0.1) or []
+    assert 1 <= len(held) < 4 and sum(map(len, held)) <= INBOX_LIMIT_CHARS
     listener.close()
 
 

@@ -34,6 +34,9 @@ from worker.pipelined import send_together
 
 log = logging.getLogger("sluice.worker")
 REPLY_TIMEOUT = 60.0  # seconds an append waits for its batch's reply before giving up
+# events in one APPEND call at most: the script unpacks them onto Lua's stack, which
+# refuses ~8,000 ("too many results to unpack")
+MAX_EVENTS_PER_APPEND = 1000
 
 
 @dataclass
@@ -85,13 +88,15 @@ class BatchedAppender:
     ) -> PendingAppend:
         """Hand an append over without waiting for its reply; appends are sent in the
         order they are handed over. If ``after`` (the caller's previous append) has not
-        left yet and these events follow it, they join it and it is returned."""
+        left yet and these events follow it, they join it (up to
+        ``MAX_EVENTS_PER_APPEND``) and it is returned."""
         with self._queue_lock:
             if (
                 after is not None
                 and not after.taken
                 and (after.job_id, after.attempt) == (job_id, attempt)
                 and after.expect_last + len(after.events) == expect_last
+                and len(after.events) + len(events) <= MAX_EVENTS_PER_APPEND
             ):
                 after.events.extend(events)
                 return after

@@ -15,7 +15,8 @@ its append and read on. Each append carries the id it expects the log to end at
 
 A write handed over while the job's previous append still waits to be sent joins it, so a
 job has at most two appends unconfirmed (one on the line, one waiting) and a burst of
-reads costs one append per round trip, as when the job waited. A terminal event is
+reads costs one append per round trip, as when the job waited (up to
+``MAX_EVENTS_PER_APPEND`` events each; a larger write is split). A terminal event is
 written with ``flush=True``, which returns only once every append before it is confirmed.
 """
 
@@ -30,7 +31,12 @@ import redis
 
 from sluice.events import Event
 from sluice.jobs import AttemptSuperseded, append_result
-from worker.appender import REPLY_TIMEOUT, BatchedAppender, PendingAppend
+from worker.appender import (
+    MAX_EVENTS_PER_APPEND,
+    REPLY_TIMEOUT,
+    BatchedAppender,
+    PendingAppend,
+)
 
 log = logging.getLogger("sluice.worker")
 OUT_OF_SEQUENCE = -4  # APPEND's reply when the log does not end where the write expects
@@ -67,13 +73,15 @@ class EventWriter:
         """Hand these events over; returns the id of the last. Raises a refusal met by an
         earlier write, or with ``flush`` by this one."""
         self._settle(block=False)
-        previous = self._unconfirmed[-1] if self._unconfirmed else None
-        pending = self.appender.send(
-            self.job_id, events, attempt=self.attempt, expect_last=self.last_id, after=previous
-        )
-        if pending is not previous:
-            self._unconfirmed.append(pending)
-        self.last_id += len(events)
+        for start in range(0, len(events), MAX_EVENTS_PER_APPEND):
+            part = events[start : start + MAX_EVENTS_PER_APPEND]
+            previous = self._unconfirmed[-1] if self._unconfirmed else None
+            pending = self.appender.send(
+                self.job_id, part, attempt=self.attempt, expect_last=self.last_id, after=previous
+            )
+            if pending is not previous:
+                self._unconfirmed.append(pending)
+            self.last_id += len(part)
         if flush:
             self.flush()
         return self.last_id
