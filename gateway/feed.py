@@ -32,6 +32,7 @@ from sluice.events import TERMINAL_EVENTS, entry_type, parse_message
 from sluice.jobs import JobStore
 
 log = logging.getLogger("sluice.gateway.feed")
+REPLAY_PAGE = 500  # log entries read at a time when catching up
 
 
 class _Heartbeat:
@@ -93,7 +94,7 @@ class JobFeed:
             if event_id <= self.last:
                 continue
             if event_id > self.last + 1:
-                yield from self._new(self.store.read_events(self.job_id, self.last))
+                yield from self._from_log()
                 if event_id <= self.last:
                     continue
             self.last = event_id
@@ -102,10 +103,19 @@ class JobFeed:
                 self.finished = True
                 return
 
+    def _from_log(self) -> Iterator[tuple[int, str]]:
+        """The log after the last event sent, a page at a time: a client that reads slowly
+        holds one page in this process, not the rest of a long answer."""
+        while not self.finished:
+            page = self.store.read_events(self.job_id, self.last, limit=REPLAY_PAGE)
+            yield from self._new(page)
+            if len(page) < REPLAY_PAGE:
+                return
+
     def __iter__(self) -> Iterator[Item]:
         try:
             inbox = self._subscription()
-            yield from self._new(self.store.read_events(self.job_id, self.last))
+            yield from self._from_log()
             next_beat = time.monotonic() + self.heartbeat
             while not self.finished:
                 messages = inbox.get(timeout=max(0.0, next_beat - time.monotonic()))
@@ -116,13 +126,13 @@ class JobFeed:
                     break
                 if inbox.stale:  # messages were dropped: the log has them
                     inbox.stale = False
-                    yield from self._new(self.store.read_events(self.job_id, self.last))
+                    yield from self._from_log()
                 if messages:
                     for message in messages:
                         yield from self._new(list(parse_message(message)))
                     continue
                 if time.monotonic() >= next_beat:
-                    yield from self._new(self.store.read_events(self.job_id, self.last))
+                    yield from self._from_log()
                     if self.finished:
                         break
                     if self.store.get(self.job_id) is None:

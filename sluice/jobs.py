@@ -180,9 +180,13 @@ class JobStore:
         h = self.redis.hgetall(self.keys.job(job_id))
         return Job.from_hash(job_id, h) if h else None
 
-    def read_events(self, job_id: str, after: int = 0) -> list[tuple[int, str]]:
-        """The log entries with ids greater than ``after``, as ``(id, entry)``."""
-        entries = self.redis.lrange(self.keys.events(job_id), after, -1)
+    def read_events(
+        self, job_id: str, after: int = 0, limit: int | None = None
+    ) -> list[tuple[int, str]]:
+        """The log entries with ids greater than ``after`` (at most ``limit``), as
+        ``(id, entry)``."""
+        end = -1 if limit is None else after + limit - 1
+        entries = self.redis.lrange(self.keys.events(job_id), after, end)
         return [(after + i + 1, entry) for i, entry in enumerate(entries)]
 
     def transcript(self, job_id: str) -> Transcript:

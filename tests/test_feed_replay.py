@@ -1,0 +1,48 @@
+"""Catching up from the log, against the real Redis: a feed reads a long log a page at a
+time (a slow client holds one page in the gateway) and sends every event once, in order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gateway.feed import REPLAY_PAGE, JobFeed
+from sluice.events import DONE, Event
+from sluice.jobs import JobStore
+from tests.support import delta, running_job
+
+
+def test_a_long_log_is_replayed_a_page_at_a_time_without_gaps_or_repeats(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = running_job(store)  # `started` is event 1
+    deltas = REPLAY_PAGE * 2 + 234
+    last = 1
+    for start in range(0, deltas, 500):
+        batch = [e for n in range(start, min(start + 500, deltas)) for e in delta(f"{n},")]
+        last = store.append(job_id, batch, attempt=1, expect_last=last)
+    store.append(job_id, [Event(DONE, {"usage": None})], attempt=1, expect_last=last)
+    pages: list[tuple[Any, int]] = []
+    read_events = store.read_events
+
+    def recording(job: str, after: int = 0, limit: int | None = None) -> list[tuple[int, str]]:
+        page = read_events(job, after, limit)
+        pages.append((limit, len(page)))
+        return page
+
+    monkeypatch.setattr(store, "read_events", recording)
+    feed = JobFeed(store, job_id, after=5, heartbeat=5)
+    ids = [item[0] for item in feed if isinstance(item, tuple)]
+    assert ids == list(range(6, deltas + 3))  # through `done`, each once
+    assert feed.finished
+    assert len(pages) >= 3
+    assert all(limit == REPLAY_PAGE and size <= REPLAY_PAGE for limit, size in pages)
+
+
+def test_read_events_honours_its_limit(store: JobStore) -> None:
+    job_id = running_job(store)
+    store.append(job_id, delta("a") + delta("b") + delta("c"), attempt=1, expect_last=1)
+    assert [i for i, _ in store.read_events(job_id, 1, limit=2)] == [2, 3]
+    assert [i for i, _ in store.read_events(job_id, 3, limit=2)] == [4]
+    assert [i for i, _ in store.read_events(job_id)] == [1, 2, 3, 4]
