@@ -16,6 +16,7 @@ from sluice.events import CANCELLED, Event
 from sluice.jobs import AttemptSuperseded, JobAlreadyEnded, JobGone, JobStore
 from tests.support import delta, running_job
 from worker.appender import BatchedAppender
+from worker.pipelined import send_together
 
 
 def _batches() -> tuple[float, float]:
@@ -127,3 +128,22 @@ def test_an_unreachable_redis_fails_the_append_and_the_appender_lives_on(
     with pytest.raises(redis.ConnectionError):  # the flusher is still there to answer
         appender.append("job_x", delta("b"), attempt=1, expect_last=1)
     assert time.monotonic() - started < 5
+
+
+def test_a_lost_script_is_loaded_once_for_a_whole_batch(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = [running_job(store) for _ in range(5)]
+    calls = [store.append_call(j, delta("a"), attempt=1, expect_last=1) for j in jobs]
+    store.redis.script_flush()  # as after a Redis restart
+    loads: list[str] = []
+    real_load = store.redis.script_load
+
+    def counting_load(script: str) -> str:
+        loads.append(script)
+        return real_load(script)
+
+    monkeypatch.setattr(store.redis, "script_load", counting_load)
+    assert send_together(store.redis, calls) == [2] * 5
+    assert len(loads) == 1
+    assert all(store.transcript(j).texts() == ["a"] for j in jobs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import redis
+from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
 from sluice.jobs import ScriptCall
@@ -20,10 +21,13 @@ def send_together(client: redis.Redis, commands: list[Command]) -> list[object]:
     replies = _pipeline(client, commands)
     missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
     if missing:
+        lost: dict[str, Script] = {}
         for i in missing:
-            script = commands[i]
-            assert isinstance(script, ScriptCall)  # only EVALSHA meets NOSCRIPT
-            client.script_load(script.script.script)
+            call = commands[i]
+            assert isinstance(call, ScriptCall)  # only EVALSHA meets NOSCRIPT
+            lost[call.script.sha] = call.script
+        for script in lost.values():  # each once, however many calls met NOSCRIPT
+            client.script_load(script.script)
         again = _pipeline(client, [commands[i] for i in missing])
         for i, reply in zip(missing, again, strict=True):
             replies[i] = reply

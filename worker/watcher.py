@@ -102,10 +102,13 @@ class JobWatcher:
         self.attempt = attempt
         self.renew_every = watchers.store.settings.lease_ttl / 3
         self.next_renew = time.monotonic() + self.renew_every
-        self.stopped = False  # the job is no longer ours to run
-        self._stopped = threading.Event()
+        self._stopped = threading.Event()  # set once the job is no longer ours to run
         self._response: Any = None
         self._lock = threading.Lock()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
 
     def __enter__(self) -> JobWatcher:
         self.watchers._add(self)
@@ -130,7 +133,6 @@ class JobWatcher:
         """The job is no longer this attempt's (cancelled, taken over, or given back at
         shutdown): stop, and cut its upstream stream."""
         with self._lock:
-            self.stopped = True
             self._stopped.set()
             self._abort()
         self.watchers._remove(self)
