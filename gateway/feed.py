@@ -9,8 +9,8 @@ The order of operations is the design (do not "simplify" it):
    was published before step 1 completed, or pub/sub dropped one), re-read the log.
 4. When nothing arrives for a heartbeat interval, re-read the log (pub/sub is
    at-most-once: a lost terminal event must not hang the client), check that the job still
-   exists, and yield ``HEARTBEAT`` so the caller writes something: a failed write is also
-   how a WSGI server learns that the client has gone.
+   exists and has not ended, and yield ``HEARTBEAT`` so the caller writes something: a
+   failed write is also how a WSGI server learns that the client has gone.
 
 The feed ends after the terminal event (or when the job expired, or Redis went away: the
 client then reconnects with its last id, to this process or another).
@@ -135,8 +135,15 @@ class JobFeed:
                     yield from self._from_log()
                     if self.finished:
                         break
-                    if self.store.get(self.job_id) is None:
+                    job = self.store.get(self.job_id)
+                    if job is None:
                         log.info("job %s expired while streaming", self.job_id)
+                        break
+                    if job.ended and self.last >= job.last_event_id:
+                        # ended, and its log holds nothing more for this client (a log
+                        # that lost its tail): waiting would never end
+                        log.warning("job %s ended at event %d; ending the stream at %d",
+                                    self.job_id, job.last_event_id, self.last)  # fmt: skip
                         break
                     yield HEARTBEAT
                     next_beat = time.monotonic() + self.heartbeat

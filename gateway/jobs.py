@@ -16,6 +16,7 @@ from gateway.schemas import JobRequest
 from gateway.services import Services, services
 from gateway.submit import submit_and_follow, submit_from_request
 from sluice.errors import InvalidRequest, NotFound
+from sluice.events import parse_event_id
 from sluice.jobs import Job
 from sluice.logs import job_event
 from sluice.metrics import JOBS
@@ -117,15 +118,16 @@ def get_job(job_id: str):  # type: ignore[no-untyped-def]
     return jsonify(snapshot(_job_or_404(job_id)))
 
 
-def _last_event_id() -> int:
+def _last_event_id() -> tuple[int, str]:
+    """The client's cursor and where it came from (the header wins over ``?after=``)."""
     raw = request.headers.get("Last-Event-ID")
     param = "Last-Event-ID"
     if raw is None or raw.strip() == "":
         raw, param = request.args.get("after", "0"), "after"
-    raw = raw.strip()
-    if not raw.isdigit() or len(raw) > 18:
+    event_id = parse_event_id(raw)
+    if event_id is None:
         raise InvalidRequest(f"{param} must be a non-negative integer event id", param=param)
-    return int(raw)
+    return event_id, param
 
 
 @bp.get("/v1/jobs/<job_id>/events")
@@ -136,11 +138,13 @@ def job_events(job_id: str):  # type: ignore[no-untyped-def]
         # EventSource cannot send headers: the signed URL stands for the owner
         owner = services().access.events_token_owner(job_id, token) or "\0invalid"
     job = _job_or_404(job_id, owner)
-    after = _last_event_id()
-    if after > job.last_event_id and job.ended:
+    after, param = _last_event_id()
+    if after > job.last_event_id:
+        # an id no client can have seen: it would wait for events that never come
+        where = "ended" if job.ended else "is"
         raise InvalidRequest(
-            f"event {after} does not exist; the job ended at event {job.last_event_id}",
-            param="Last-Event-ID",
+            f"event {after} does not exist; the job {where} at event {job.last_event_id}",
+            param=param,
         )
     if job.ended and after >= job.last_event_id:
         return Response(status=204)  # stops EventSource from reconnecting

@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 import requests
 
+from sluice.events import parse_event_id
 from sluice.sse_parser import SSEDecoder
 
 EXIT_FAILED = 1
@@ -122,9 +123,10 @@ class Chat:
         return None
 
     def _apply(self, kind: str, event_id: str | None, data: str) -> dict[str, Any] | None:
-        if event_id is None or not event_id.isdigit() or int(event_id) <= self.last:
+        seq = parse_event_id(event_id) if event_id is not None else None
+        if seq is None or seq <= self.last:
             return None
-        self.last = int(event_id)
+        self.last = seq
         payload = json.loads(data)
         if kind == "delta" and payload.get("index", 0) == 0 and payload.get("content"):
             self.out.write(payload["content"])

@@ -16,6 +16,7 @@ Deliberate choices (read before changing):
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +64,17 @@ def sse_frame(event_id: int, entry: str) -> str:
     """Render a stored log entry as one SSE event, without parsing its JSON."""
     type_, _, data = entry.partition(" ")
     return f"id: {event_id}\nevent: {type_}\ndata: {data}\n\n"
+
+
+def parse_event_id(raw: str) -> int | None:
+    """A cursor (``Last-Event-ID``, ``?after=``, an SSE ``id:``) as an event id, or None
+    when it is not 1 to 18 ASCII digits. ``str.isdigit()`` would accept "²" or "١٢",
+    which ``int()`` then refuses or reads as another number."""
+    text = raw.strip()
+    return int(text) if _EVENT_ID.fullmatch(text) else None
+
+
+_EVENT_ID = re.compile(r"[0-9]{1,18}")
 
 
 def parse_message(message: str) -> Iterator[tuple[int, str]]:

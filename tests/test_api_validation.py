@@ -69,6 +69,7 @@ def with_(**changes: Any) -> dict[str, Any]:
         (with_(stop=["a", "b", "c", "d", "e"]), "stop"),
         (with_(presence_penalty=3), "presence_penalty"),
         (with_(logit_bias={"abc": 1}), "logit_bias"),
+        (with_(logit_bias={"²": 1}), "logit_bias"),  # isdigit() accepts it; int() does not
         (with_(logit_bias={"50256": 101}), "logit_bias.50256"),
         (with_(user=5), "user"),
         (with_(model=""), "model"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import socket
 import time
 
 import httpx
@@ -424,3 +425,44 @@ def test_models_lists_the_upstream_models_with_context_windows(client: httpx.Cli
     assert body["object"] == "list"
     by_id = {m["id"]: m for m in body["data"]}
     assert by_id["gpt-4o-mini"]["context_window"] == 128_000
+
+
+@pytest.mark.parametrize("raw", ["²", "١٢", "𝟙", "+1", "-1", "1e3", " 0x1", "1_0"])
+def test_a_cursor_that_is_not_ascii_digits_is_a_400(client: httpx.Client, raw: str) -> None:
+    """``str.isdigit()`` accepts "²" and "١٢", which ``int()`` refuses: a 400, not a 500."""
+    job, _ = run_job(client)
+    by_param = client.get(job["events_url"], params={"after": raw})
+    assert by_param.status_code == 400, by_param.text
+    assert by_param.json()["error"]["param"] == "after"
+
+
+def test_a_last_event_id_byte_outside_ascii_is_a_400(gateway_url: str) -> None:
+    """A header byte 0xB2 reaches the WSGI app as "²" (headers are latin-1)."""
+    with httpx.Client(base_url=gateway_url, timeout=30) as client:
+        job, _ = run_job(client)
+    request = (
+        f"GET {job['events_url']} HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 1\xb2\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode("latin-1")
+    host, port = gateway_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.split()[1] == b"400", answer[:500]
+    assert b'"param":"Last-Event-ID"' in rest.replace(b" ", b"")
+
+
+def test_a_cursor_past_the_end_of_a_running_job_is_refused_at_once(
+    client: httpx.Client,
+) -> None:
+    job = create_job(client, model="slow;delay=0.2;words=40")
+    started = time.monotonic()
+    response = client.get(job["events_url"], headers={"Last-Event-ID": "1000000000000000"})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "Last-Event-ID"
+    assert "does not exist" in response.json()["error"]["message"]
+    assert time.monotonic() - started < 5
+    client.post(f"{job['url']}/cancel")
