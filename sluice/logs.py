@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from typing import Any
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
@@ -30,13 +31,26 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+class TextFormatter(logging.Formatter):
+    """The text format, one line per record whatever a message contains: control
+    characters (CR, LF, ESC…) are written as escapes; a traceback follows as its own
+    indented lines, as usual."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        return _CONTROL.sub(lambda m: json.dumps(m.group(), ensure_ascii=True)[1:-1], line)
+
+
 def configure_logging() -> None:
     level = os.environ.get("SLUICE_LOG_LEVEL", "INFO").upper()
     root = logging.getLogger()
     if not any(getattr(h, "_sluice", False) for h in root.handlers):
         handler = logging.StreamHandler()
         json_format = os.environ.get("SLUICE_LOG_FORMAT", "text").lower() == "json"
-        handler.setFormatter(JsonFormatter() if json_format else logging.Formatter(FORMAT))
+        handler.setFormatter(JsonFormatter() if json_format else TextFormatter(FORMAT))
         handler._sluice = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     logging.getLogger("sluice").setLevel(level)
@@ -44,9 +58,17 @@ def configure_logging() -> None:
         root.setLevel(logging.INFO)
 
 
+# a value written bare in logfmt: nothing a reader could take for a separator, a quote,
+# another key, a line break or a terminal control sequence
+_BARE = re.compile(r"[A-Za-z0-9_.:/@+,;-]+")
+
+
 def _text(value: Any) -> str:
+    """A logfmt value: bare when it is plainly one token, else a JSON string with every
+    control and non-ASCII character escaped, so no value (a model name a client chose,
+    say) can end the line, forge another record or move a terminal's cursor."""
     text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-    return json.dumps(text) if (" " in text or '"' in text or not text) else text
+    return text if _BARE.fullmatch(text) else json.dumps(text, ensure_ascii=True)
 
 
 def job_event(
