@@ -27,6 +27,8 @@ timeout = 30
 graceful_timeout = int(os.environ.get("SLUICE_GRACEFUL_TIMEOUT", "20"))
 keepalive = 5
 accesslog = "-" if os.environ.get("SLUICE_ACCESS_LOG", "1") == "1" else None
+# event URLs carry a signed token: the access log writes it as token=[redacted]
+logger_class = "gateway.access_log.RedactingLogger"
 errorlog = "-"
 loglevel = os.environ.get("SLUICE_LOG_LEVEL", "info").lower()
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")

@@ -8,9 +8,10 @@ import openai
 import pytest
 
 from gateway.access import AccessControl
+from gateway.access_log import redact_query, redact_url
 from sluice.settings import Settings
 from tests.conftest import Stack
-from tests.support import read_stream
+from tests.support import read_stream, wait_until
 
 pytestmark = pytest.mark.integration
 KEY_A = "sk-sluice-a-" + secrets.token_hex(8)
@@ -134,3 +135,38 @@ def test_cors_allows_the_configured_origin_only(guarded: Stack) -> None:
             headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
         )
         assert "access-control-allow-origin" not in evil.headers
+
+
+def test_the_access_log_holds_no_event_token(guarded: Stack) -> None:
+    with guarded.client() as c:
+        job = c.post("/v1/jobs", json=BODY, headers=bearer(KEY_A)).json()
+        token = job["events_url"].split("token=")[1]
+        read_stream(c, job["events_url"])
+        # Werkzeug decodes parameter names too: the disguised name opens the stream as well
+        assert c.get(job["events_url"].replace("token=", "%74oken=")).status_code == 200
+    log_path = guarded.gateway.process.log_path  # type: ignore[union-attr]
+
+    def logged() -> list[str]:
+        lines = log_path.read_text(errors="replace").splitlines()
+        return [line for line in lines if f"/v1/jobs/{job['id']}/events" in line]
+
+    wait_until(lambda: len(logged()) >= 2, 10)
+    assert token not in log_path.read_text(errors="replace")
+    assert all("oken=[redacted] HTTP/1.1" in line for line in logged()), logged()
+
+
+@pytest.mark.parametrize(
+    ("query", "redacted"),
+    [
+        ("token=abc.def&after=3", "token=[redacted]&after=3"),
+        ("after=3;TOKEN=abc", "after=3;TOKEN=[redacted]"),
+        ("%74oken=abc", "%74oken=[redacted]"),
+        ("tokens=keep&atoken=keep", "tokens=keep&atoken=keep"),
+        ("", ""),
+    ],
+)
+def test_secret_query_parameters_are_redacted(query: str, redacted: str) -> None:
+    assert redact_query(query) == redacted
+    assert redact_url(f"GET /v1/jobs/j/events?{query} HTTP/1.1") == (
+        f"GET /v1/jobs/j/events?{redacted} HTTP/1.1"
+    )
