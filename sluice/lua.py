@@ -51,6 +51,8 @@ if ARGV[2] ~= '' then
   if status ~= 'running' or redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[2] then
     return -3
   end
+  -- handed back (RELEASE): the attempt is over even before a reaper restarts the job
+  if redis.call('HEXISTS', KEYS[1], 'release_reason') == 1 then return -3 end
 end
 local k = tonumber(ARGV[8])
 if ARGV[3] ~= '' then
@@ -91,10 +93,12 @@ return redis.call('HGETALL', KEYS[1])
 
 # KEYS: job hash, lease index.  ARGV: job id, attempt, lease expiry.
 # Extends the lease of a job this attempt still owns; returns 1, or 0 if it lost the job
-# (cancelled, ended, reaped, or taken over by a newer attempt).
+# (cancelled, ended, reaped, taken over by a newer attempt, or handed back: a renewal
+# racing the hand-back must not push the restart back by a whole lease).
 RENEW = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
 if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[2] then return 0 end
+if redis.call('HEXISTS', KEYS[1], 'release_reason') == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'lease_until', ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 return 1
@@ -102,7 +106,8 @@ return 1
 
 # KEYS: job hash, lease index.  ARGV: job id, attempt, reason.
 # A worker shutting down gives its job back: its lease ends now (with the reason for the
-# `reset` event), and any live worker's reaper restarts the job within seconds.
+# `reset` event), the attempt's later writes and renewals are refused, and any live
+# worker's reaper restarts the job within seconds.
 RELEASE = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
 if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[2] then return 0 end

@@ -70,6 +70,24 @@ def test_a_superseded_attempt_cannot_write(store: JobStore) -> None:
     assert [Event.from_entry(e).type for _, e in store.read_events(job_id)] == [STARTED]
 
 
+def test_a_handed_back_attempt_can_neither_write_nor_renew(store: JobStore) -> None:
+    """After RELEASE the attempt is over: an error it meets while being cut off (or a
+    `done` it had almost finished) must not end the job the reaper is about to restart."""
+    job_id = _new(store)
+    store.claim(job_id)
+    assert store.release(job_id, 1)
+    for event in (Event(DELTA, {"index": 0, "content": "x"}), Event("error", {"error": {}})):
+        with pytest.raises(AttemptSuperseded):
+            store.append(job_id, [event], attempt=1)
+    renew = store.renew_call(job_id, 1)
+    assert renew.script(keys=renew.keys, args=renew.args) == 0
+    assert store.redis.zscore(store.keys.leases, job_id) == 0  # still due for the reaper
+    assert store.reap(job_id) == 2
+    assert [Event.from_entry(e).type for _, e in store.read_events(job_id)] == [STARTED, "reset"]
+    job = store.get(job_id)
+    assert job is not None and job.status == "queued"
+
+
 def test_terminal_event_ends_the_job_and_sets_the_finished_ttl(store: JobStore) -> None:
     job_id = _new(store)
     store.claim(job_id)

@@ -146,6 +146,7 @@ class JobRun:
         self.first_delta_at: float | None = None
         self.reader = ChunkReader(int(job.request.get("n") or 1))
         self.watcher: JobWatcher | None = None
+        self.ended = False  # this attempt wrote the job's terminal event
 
     # -- writing events ---------------------------------------------------------------
 
@@ -157,6 +158,8 @@ class JobRun:
     # -- the attempt ----------------------------------------------------------------------
 
     def run(self) -> None:
+        """The attempt, to one outcome: ``done``, ``error``, or stopped (the job is no
+        longer this attempt's: cancelled, taken over or handed back), logged once."""
         job = self.job
         try:
             # the claim appended the `started` event
@@ -165,12 +168,18 @@ class JobRun:
                 self.watcher = w
                 self._stream_with_retries(w)
         except _STOPPED as exc:
-            job_event(log, "job.stopped", job.id, attempt=self.attempt, reason=type(exc).__name__)
+            self._stopped(exc)
         except SluiceError as exc:
             self._fail(exc)
         except Exception as exc:
+            if self.ended or (self.watcher is not None and self.watcher.stopped):
+                log.debug("job %s: %r after the attempt ended", job.id, exc)
+                return
             log.exception("job %s: unexpected failure", job.id)
             self._fail(SluiceError(f"internal error: {type(exc).__name__}"))
+
+    def _stopped(self, exc: BaseException) -> None:
+        job_event(log, "job.stopped", self.job.id, attempt=self.attempt, reason=type(exc).__name__)
 
     def _stream_with_retries(self, watcher: JobWatcher) -> None:
         retries = self.settings.upstream_retries
@@ -214,12 +223,17 @@ class JobRun:
                     break
             else:
                 saw_done = self._relay(decoder.close())
-        except requests.RequestException as exc:
+        except Exception as exc:
             if watcher.stopped:
+                # the watcher cut the response under the read (cancel, take-over, hand-back);
+                # what that raises depends on where the read was (urllib3 may even raise
+                # AttributeError on the closed body): the job is simply no longer ours
                 raise JobAlreadyEnded("stopped while reading") from None
-            raise map_read_error(exc) from None
-        except SSEProtocolError as exc:
-            raise UpstreamProtocolError(f"malformed stream from the upstream: {exc}") from None
+            if isinstance(exc, requests.RequestException):
+                raise map_read_error(exc) from None
+            if isinstance(exc, SSEProtocolError):
+                raise UpstreamProtocolError(f"malformed stream from the upstream: {exc}") from None
+            raise
         finally:
             if not saw_done:
                 response.close()
@@ -291,6 +305,7 @@ class JobRun:
             "usage_estimated": estimated,
         }
         self.append([Event(DONE, data)], flush=True)
+        self.ended = True
         JOBS.labels("succeeded").inc()
         JOB_DURATION.observe(time.monotonic() - self.started)
         TOKENS.labels("prompt").inc(usage["prompt_tokens"])
@@ -308,9 +323,23 @@ class JobRun:
         )
 
     def _fail(self, exc: SluiceError) -> None:
+        """End the job with ``error``, and log it only if the event landed: a job that was
+        cancelled, taken over or handed back meanwhile was stopped, not failed."""
         error = exc.to_dict()
         if isinstance(exc, UpstreamError) and exc.upstream_type:
             error.setdefault("upstream_type", exc.upstream_type)
+        try:
+            self.append([Event(ERROR, {"error": error})], flush=True)
+        except _STOPPED as refused:
+            self._stopped(refused)
+            return
+        except redis.RedisError as redis_exc:
+            # the lease runs out and the reaper restarts the job once Redis is back
+            log.error(
+                "job %s: cannot record the failure (%s): %s", self.job.id, exc.type, redis_exc
+            )
+            return
+        self.ended = True
         JOBS.labels("failed").inc()
         JOB_DURATION.observe(time.monotonic() - self.started)
         if isinstance(exc, UpstreamError):
@@ -326,10 +355,3 @@ class JobRun:
             reason=exc.message,
             duration_s=round(time.monotonic() - self.started, 3),
         )
-        try:
-            self.append([Event(ERROR, {"error": error})], flush=True)
-        except _STOPPED:
-            pass
-        except redis.RedisError as redis_exc:
-            # the lease runs out and the reaper restarts the job once Redis is back
-            log.error("job %s: cannot record the failure: %s", self.job.id, redis_exc)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from collections.abc import Iterator
 from typing import Any
 
 import requests
-import urllib3
 from requests.adapters import HTTPAdapter
 
 from sluice.errors import UpstreamConnectionError, UpstreamError, UpstreamTimeout
@@ -75,10 +75,13 @@ def recycle(response: requests.Response, rest: Iterator[bytes]) -> bool:
             extra += len(chunk)
             if extra > DRAIN_LIMIT:
                 break
-    except (requests.RequestException, OSError, urllib3.exceptions.HTTPError):
-        pass
+    except Exception as exc:  # the answer is in: this is only tidying up
+        # a connection error, or whatever urllib3 raises when a watcher closed the body
+        # meanwhile (an AttributeError): either way the connection is not reused
+        log.debug("could not finish the upstream response: %r", exc)
     reused = bool(getattr(response, "_content_consumed", False))
-    response.close()  # releases a finished connection to the pool, closes any other
+    with contextlib.suppress(Exception):
+        response.close()  # releases a finished connection to the pool, closes any other
     return reused
 
 

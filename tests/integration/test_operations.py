@@ -218,6 +218,49 @@ def test_a_worker_given_sigterm_hands_its_jobs_back_at_once(
     assert text_of(events) == expected_reply(upstream_body(upstream, prompt))
 
 
+def test_a_worker_given_sigterm_mid_read_fails_none_of_its_jobs(
+    make_stack: Callable[..., Stack], upstream: FakeUpstream
+) -> None:
+    """The hand-back closes each upstream response while its job may be inside a read;
+    whatever urllib3 raises then (an AttributeError on the closed body, seen in the chaos
+    soak), the job goes back to the queue: no ``error``, no ``job.failed``, one outcome."""
+    stack = make_stack(workers=1)
+    prompts = [f"busy reader {secrets.token_hex(3)}" for _ in range(16)]
+    with stack.client() as c:
+        jobs = [
+            create_job(
+                c,
+                model="slow;delay=0.004;words=1500",
+                messages=[{"role": "user", "content": prompt}],
+            )
+            for prompt in prompts
+        ]
+        for job in jobs:
+            wait_for_text(c, job["url"], 20)
+        first = stack.workers[0]
+        stack.start_worker()
+        first.terminate()  # SIGTERM: Celery's warm shutdown, hand-back
+        assert first.wait(20) == 0
+        outcomes = [read_stream(c, job["events_url"]) for job in jobs]
+    log = first.log_path.read_text(errors="replace")  # type: ignore[attr-defined]
+    assert "job.failed" not in log and "internal_error" not in log
+    for job, prompt, events in zip(jobs, prompts, outcomes, strict=True):
+        kinds = [e.event for e in events]
+        assert "error" not in kinds, (job["id"], events[-1])
+        assert kinds[-1] == "done"
+        resets = [e.data for e in events if e.event == "reset"]
+        assert resets == [{"reason": "worker_shutdown", "attempt": 2}], job["id"]
+        assert text_of(events) == expected_reply(upstream_body(upstream, prompt))
+
+
+def wait_for_text(client: httpx.Client, url: str, chars: int) -> None:
+    def enough() -> bool:
+        choices = client.get(url).json()["choices"]
+        return bool(choices) and len(choices[0]["content"]) >= chars
+
+    wait_until(enough, 30)
+
+
 @pytest.fixture
 def tls_redis(tmp_path: Path) -> Iterator[str]:
     """A Redis speaking TLS only, with a self-signed certificate (as PaaS add-ons do)."""
