@@ -1,7 +1,8 @@
 """Liveness and readiness probes, in the shape load balancers and Kubernetes expect.
 
-``/healthz``: the process answers (200). ``/readyz``: 200 only when Redis answers, at
-least one worker was alive in the last 15 s, and the queue is under ``SLUICE_MAX_QUEUED``;
+``/healthz``: the process answers (200). ``/readyz``: 200 only when Redis answers, this
+process's shared subscriber is subscribed (it carries every live stream), at least one
+worker was alive in the last 15 s, and the queue is under ``SLUICE_MAX_QUEUED``;
 otherwise 503, with each check's state in the body.
 """
 
@@ -38,6 +39,12 @@ def readyz():  # type: ignore[no-untyped-def]
                            "limit": limit}  # fmt: skip
     except redis.RedisError as exc:
         checks["redis"] = {"status": "failing", "error": type(exc).__name__}
+    if svc.hub is not None:
+        checks["subscriber"] = (
+            {"status": "ok"}
+            if svc.hub.healthy
+            else {"status": "failing", "error": (svc.hub.last_error or "").split(":")[0]}
+        )
     ready = all(check["status"] == "ok" for check in checks.values())
     body = {"status": "ok" if ready else "unavailable", "checks": checks}
     return jsonify(body), 200 if ready else 503

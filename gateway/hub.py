@@ -14,13 +14,21 @@ Deliberate choices (read before changing):
   memory for at most ``INBOX_LIMIT`` messages and ``INBOX_LIMIT_CHARS`` characters (one
   message carries all the events of one append, up to 1,000 in a token storm), never for
   the whole stream.
-* When the connection breaks, redis-py reconnects and re-subscribes on the next read;
-  messages published meanwhile are lost, so every listener is marked ``stale``.
+* The reading thread owns the connection and never dies: whatever breaks it (Redis
+  restarting, a failover, ``CLIENT KILL``, a proxy's idle timeout, or redis-py raising
+  something other than a ``RedisError`` on a socket closed under it), it opens a new
+  connection and subscribes again to every channel that has listeners. Messages
+  published meanwhile are lost, so each listener is marked ``stale`` once its channel's
+  new subscription is confirmed, and its feed re-reads the log from there. ``healthy``
+  is False while the hub cannot subscribe (``/readyz`` reports it).
+* redis-py's own silent reconnect is off for this connection (no retries): a reconnect
+  it made inside a read would lose messages without anyone marking listeners stale.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 import time
@@ -82,29 +90,42 @@ class Hub:
         Hub.instances.add(self)
         self.client = client
         self.control_channel = control_channel
-        self._pubsub: redis.client.PubSub | None = None
+        self._pubsub: redis.client.PubSub | None = None  # the reading thread's current one
         self._listeners: dict[str, set[Listener]] = {}
-        self._pending: dict[str, threading.Event] = {}
+        self._pending: dict[str, threading.Event] = {}  # first subscriptions awaited
+        self._resubscribed: set[str] = set()  # channels subscribed again after a break
         self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._up = False  # subscribed and reading
+        self.last_error: str | None = None
 
-    def _start(self) -> redis.client.PubSub:
-        if self._pubsub is None:
-            pubsub = self.client.pubsub()
-            pubsub.subscribe(self.control_channel)  # opens the connection
-            self._pubsub = pubsub
-            threading.Thread(target=self._listen, name="sluice-hub", daemon=True).start()
-        return self._pubsub
+    @property
+    def healthy(self) -> bool:
+        """True unless the hub has lost Redis and not subscribed again yet (a hub that has
+        not started, having had no stream yet, is healthy)."""
+        return self._thread is None or self._up
 
     def subscribe(self, channel: str, timeout: float = 10.0) -> Listener:
+        """A listener on ``channel``, returned once Redis confirmed the subscription (at
+        once if another listener already had it); ``redis.TimeoutError`` after
+        ``timeout`` (Redis down longer than that)."""
         listener = Listener(self, channel)
+        send = None
         with self._lock:
-            pubsub = self._start()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="sluice-hub", daemon=True)
+                self._thread.start()
             peers = self._listeners.setdefault(channel, set())
             peers.add(listener)
             confirmed = self._pending.get(channel)
             if len(peers) == 1 and confirmed is None:
                 confirmed = self._pending[channel] = threading.Event()
-                pubsub.subscribe(channel)
+                send = self._pubsub if self._up else None  # else: the reconnect sends it
+        if send is not None:
+            try:
+                send.subscribe(channel)
+            except Exception as exc:  # the connection broke: the thread reconnects
+                log.debug("subscribe %s failed (%r); waiting for the reconnect", channel, exc)
         if confirmed is not None and not confirmed.wait(timeout):
             self.unsubscribe(listener)
             raise redis.TimeoutError(f"no subscription confirmation for {channel}")
@@ -116,13 +137,16 @@ class Hub:
             if peers is None:
                 return
             peers.discard(listener)
-            if not peers:
-                del self._listeners[listener.channel]
-                if self._pubsub is not None:
-                    try:
-                        self._pubsub.unsubscribe(listener.channel)
-                    except redis.RedisError as exc:
-                        log.debug("unsubscribe %s failed: %s", listener.channel, exc)
+            if peers:
+                return
+            del self._listeners[listener.channel]
+            self._pending.pop(listener.channel, None)
+            pubsub = self._pubsub if self._up else None
+        if pubsub is not None:
+            try:
+                pubsub.unsubscribe(listener.channel)
+            except Exception as exc:  # a broken connection: the reconnect leaves it out
+                log.debug("unsubscribe %s failed: %r", listener.channel, exc)
 
     def wake_all(self) -> None:
         """Wake every listener (the process is draining: feeds check and end)."""
@@ -134,23 +158,51 @@ class Hub:
     def channels(self) -> int:
         return len(self._listeners)
 
-    def _listen(self) -> None:
-        assert self._pubsub is not None
+    # -- the reading thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        """Connect, subscribe, read; on any failure start again, with backoff."""
         failures = 0
         while True:
+            pubsub = None
             try:
-                # block in the read itself: a timeout makes redis-py poll the socket
-                # first, one more system call per message (≈ 10 % of the relay's CPU)
-                message = self._pubsub.get_message(timeout=None)
+                pubsub = self._connect()
                 failures = 0
-            except (redis.RedisError, OSError) as exc:
+                self._read(pubsub)
+            except Exception as exc:
                 failures += 1
-                log.warning("hub lost Redis (%s); reconnecting", exc)
-                for peers in list(self._listeners.values()):
-                    for listener in list(peers):
-                        listener.mark_stale()
-                time.sleep(min(2.0, 0.1 * 2**failures))
-                continue
+                self._up = False
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                if failures == 1 or failures % 20 == 0:
+                    log.warning("hub lost Redis (%s); reconnecting", self.last_error)
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        pubsub.close()
+                time.sleep(min(2.0, 0.05 * 2**failures))
+
+    def _connect(self) -> redis.client.PubSub:
+        """A new connection, subscribed to the control channel and every channel that has
+        listeners; from the moment it is published here, ``subscribe`` sends on it."""
+        pubsub = self.client.pubsub()
+        pubsub.subscribe(self.control_channel)  # opens the connection
+        with self._lock:
+            reconnect = self._pubsub is not None
+            self._pubsub = pubsub
+            channels = list(self._listeners)
+            if reconnect:
+                self._resubscribed.update(c for c in channels if c not in self._pending)
+            self._up = True
+        if channels:
+            pubsub.subscribe(*channels)
+        if reconnect:
+            log.info("hub subscribed again to %d channel(s)", len(channels))
+        return pubsub
+
+    def _read(self, pubsub: redis.client.PubSub) -> None:
+        while True:
+            # block in the read itself: a timeout makes redis-py poll the socket
+            # first, one more system call per message (≈ 10 % of the relay's CPU)
+            message = pubsub.get_message(timeout=None)
             if message is None:
                 continue
             kind, channel = message["type"], message["channel"]
@@ -158,6 +210,15 @@ class Hub:
                 for listener in list(self._listeners.get(channel, ())):
                     listener.push(message["data"])
             elif kind == "subscribe":
-                confirmed = self._pending.pop(channel, None)
-                if confirmed is not None:
-                    confirmed.set()
+                self._confirmed(channel)
+
+    def _confirmed(self, channel: str) -> None:
+        with self._lock:
+            first = self._pending.pop(channel, None)
+            again = channel in self._resubscribed
+            self._resubscribed.discard(channel)
+            peers = list(self._listeners.get(channel, ())) if again else []
+        if first is not None:
+            first.set()
+        for listener in peers:  # live again: what was published meanwhile is in the log
+            listener.mark_stale()

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import redis
 from celery import Celery
 from flask import current_app
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from gateway.access import AccessControl
 from gateway.admission import SubmissionGate
@@ -37,8 +39,10 @@ class Services:
         store = JobStore(client, settings)
         hub = None
         if settings.shared_subscriber:
-            # no health-check PINGs: the hub's one reader must be the only one on its socket
-            hub = Hub(make_redis(settings, health_check_interval=0), f"{settings.key_prefix}:hub")
+            # no health-check PINGs: the hub's one reader must be the only one on its
+            # socket; no retries: the hub reconnects itself, and marks listeners stale
+            hub_client = make_redis(settings, health_check_interval=0, retry=Retry(NoBackoff(), 0))
+            hub = Hub(hub_client, f"{settings.key_prefix}:hub")
         access = AccessControl(settings)
         gate = SubmissionGate(settings.submit_concurrency)
         return cls(settings, client, store, make_celery(settings), vault, access, hub, gate)

@@ -15,12 +15,13 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from sluice.devredis import ensure_redis
+from sluice.devredis import RedisServer, ensure_redis
 from sluice.fake_upstream import FakeUpstream
 from sluice.jobs import JobStore
 from sluice.redis_conn import make_redis
@@ -46,6 +47,15 @@ def redis_url() -> Iterator[str]:
     if process is not None:
         process.terminate()
         process.wait(10)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis server of the test's own, which it may stop, kill, pause and restart."""
+    server = RedisServer(str(tmp_path), fsync="always")
+    yield server
+    server.resume()
+    server.kill()
 
 
 @pytest.fixture

@@ -11,13 +11,17 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
+from sluice.devredis import RedisServer
 from sluice.fake_upstream import FakeUpstream, expected_reply
 from sluice.jobs import JobStore
 from sluice.queue import RUN_JOB_TASK, make_celery
@@ -272,49 +276,8 @@ def follow_from(client: httpx.Client, path: str, after: int) -> list[Received]:
     return read_stream(client, path, headers={"Last-Event-ID": str(after)})
 
 
-class OwnRedis:
-    """A Redis server of one test's own, with an append-only file, that it can restart."""
-
-    def __init__(self, directory: Path) -> None:
-        from sluice.devredis import server_binary
-
-        binary = server_binary()
-        assert binary
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.args = [
-            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(directory),
-            "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-        ]  # fmt: skip
-        self.start()
-
-    def answers(self) -> bool:
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", self.port)) == 0
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(self.args, stdout=subprocess.DEVNULL)
-        wait_until(self.answers, 10)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
-
-    def restart(self, down_for: float) -> None:
-        self.stop()
-        time.sleep(down_for)
-        self.start()
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(tmp_path)
-    yield server
-    server.stop()
-
-
 def test_a_redis_restart_mid_stream_neither_loses_nor_hangs(
-    make_stack: Callable[..., Stack], upstream: FakeUpstream, own_redis: OwnRedis
+    make_stack: Callable[..., Stack], upstream: FakeUpstream, own_redis: RedisServer
 ) -> None:
     stack = make_stack(workers=1, redis_url=own_redis.url)
     prompt = f"redis restart {secrets.token_hex(3)}"
