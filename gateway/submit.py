@@ -12,12 +12,11 @@ from gateway.feed import JobFeed
 from gateway.schemas import ChatParameters
 from gateway.services import Services, user_upstream_key
 from sluice.errors import InvalidRequest, Overloaded, ServiceUnavailable
-from sluice.events import ERROR, Event
 from sluice.jobs import Job
 from sluice.logs import job_event
 from sluice.models import lookup
 from sluice.params import upstream_parameters
-from sluice.queue import RUN_JOB_TASK
+from sluice.queue import enqueue_job
 from sluice.tokens import fit_to_context
 
 log = logging.getLogger("sluice.gateway")
@@ -74,18 +73,19 @@ def submit_job(
     try:
         if before_enqueue is not None:
             before_enqueue(job)
-        svc.celery.send_task(
-            RUN_JOB_TASK,
-            args=[job.id],
-            queue=svc.settings.queue,
-            retry=True,
-            retry_policy={"max_retries": 3, "interval_start": 0.1, "interval_step": 0.5},
-        )
+        enqueue_job(svc.celery, job.id, svc.settings.queue)
     except Exception as exc:
-        log.error("job %s: could not enqueue: %s", job.id, exc)
-        error = {"type": "service_unavailable", "message": "the job could not be queued"}
-        svc.store.append(job.id, [Event(ERROR, {"error": error})])
-        raise ServiceUnavailable("the job queue is unavailable; retry") from exc
+        # Redis (or the broker) went away between storing the job and sending its
+        # message: take the job back, so that the client's retry (told to by the 503,
+        # with the same Idempotency-Key or not) starts one that runs. If even that fails,
+        # the job stays queued and a reaper sends its message once Redis is back.
+        withdrawn = _withdraw(svc, job, idempotency_key, owner)
+        log.error(
+            "job %s: could not enqueue (%s: %s); %s",
+            job.id, type(exc).__name__, exc,
+            "withdrawn" if withdrawn else "left queued for the reaper to send",
+        )  # fmt: skip
+        raise ServiceUnavailable("the job queue is unavailable; retry", retry_after=2) from exc
     job_event(
         log,
         "job.accepted",
@@ -96,6 +96,14 @@ def submit_job(
         own_key=upstream_key is not None,
     )
     return job, True
+
+
+def _withdraw(svc: Services, job: Job, idempotency_key: str | None, owner: str) -> bool:
+    try:
+        return svc.store.withdraw(job.id, idempotency_key, owner)
+    except Exception as exc:
+        log.warning("job %s: cannot withdraw it either: %s", job.id, exc)
+        return False
 
 
 def submit_from_request(

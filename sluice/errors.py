@@ -62,10 +62,14 @@ class NotFound(SluiceError):
 
 
 class ServiceUnavailable(SluiceError):
-    """A dependency (Redis, the queue) is down; try again later."""
+    """A dependency (Redis, the queue) is down; retry after ``retry_after`` seconds."""
 
     type = "service_unavailable"
     status = 503
+
+    def __init__(self, message: str, *, retry_after: int = 2) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 PASSED_THROUGH_STATUSES = frozenset({400, 401, 403, 404, 409, 422, 429})

@@ -126,6 +126,7 @@ class JobStore:
         self._renew = client.register_script(lua.RENEW)
         self._reap = client.register_script(lua.REAP)
         self._release = client.register_script(lua.RELEASE)
+        self._withdraw = client.register_script(lua.WITHDRAW)
 
     # -- creating and reading -------------------------------------------------------------
 
@@ -173,6 +174,7 @@ class JobStore:
         with self.redis.pipeline() as pipe:
             pipe.hset(key, mapping=mapping)
             pipe.expire(key, self.settings.max_job_age)
+            pipe.zadd(self.keys.queued, {job_id: now})
             pipe.execute()
         return Job.from_hash(job_id, {k: str(v) for k, v in mapping.items()}), True
 
@@ -205,6 +207,7 @@ class JobStore:
             self.keys.leases,
             self.keys.events(job_id),
             self.keys.channel(job_id),
+            self.keys.queued,
         ]
         args = [job_id, repr(now), now + self.settings.lease_ttl, self.settings.max_job_age]
         pairs = self._claim(keys=keys, args=args)
@@ -247,6 +250,7 @@ class JobStore:
             self.keys.events(job_id),
             self.keys.channel(job_id),
             self.keys.leases,
+            self.keys.queued,
         ]
         args = [
             job_id,
@@ -308,8 +312,43 @@ class JobStore:
             self.keys.events(job_id),
             self.keys.channel(job_id),
             self.keys.leases,
+            self.keys.queued,
         ]
         return ScriptCall(self._append, keys, args)
+
+    # -- jobs whose message went missing -------------------------------------------------
+
+    def waiting_since(self, older_than: float, limit: int = 100) -> list[tuple[str, float]]:
+        """Queued jobs whose message was sent more than ``older_than`` seconds ago, oldest
+        first, as ``(job id, sent at)``: either still waiting their turn in the broker, or
+        stranded (their message lost, or held by a worker that died before claiming)."""
+        pairs = self.redis.zrangebyscore(
+            self.keys.queued, "-inf", time.time() - older_than, start=0, num=limit,
+            withscores=True,
+        )  # fmt: skip
+        return [(job_id, float(score)) for job_id, score in pairs]
+
+    def sent_at(self, job_id: str) -> float | None:
+        """When the message of this queued job was last sent (None: not queued)."""
+        score = self.redis.zscore(self.keys.queued, job_id)
+        return None if score is None else float(score)
+
+    def mark_sent(self, job_id: str) -> bool:
+        """Record that the job's message was sent again now; False if it is no longer
+        queued (a worker claimed it meanwhile)."""
+        return bool(self.redis.zadd(self.keys.queued, {job_id: time.time()}, xx=True, ch=True))
+
+    def forget_queued(self, job_id: str) -> None:
+        """Drop a queued-index entry whose job is gone (expired before it ever ran)."""
+        self.redis.zrem(self.keys.queued, job_id)
+
+    def withdraw(self, job_id: str, idempotency_key: str | None, owner: str = "") -> bool:
+        """Take back a job whose message could not be sent: it, its queued-index entry and
+        its ``Idempotency-Key`` are deleted, so that a retry starts a job that runs. Only a
+        job no worker has claimed; returns whether it was withdrawn."""
+        idem = self.keys.idempotency(f"{owner}:{idempotency_key}") if idempotency_key else ""
+        keys = [self.keys.job(job_id), self.keys.queued, idem]
+        return bool(self._withdraw(keys=keys, args=[job_id]))
 
     def cancel(self, job_id: str, usage: dict[str, Any] | None) -> Job:
         """End a job with ``cancelled``; idempotent: an ended job is returned as it is."""

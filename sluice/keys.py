@@ -36,3 +36,9 @@ class Keys:
     def leases(self) -> str:
         """Sorted set: running jobs by the time their worker's lease runs out."""
         return f"{self.prefix}:leases"
+
+    @property
+    def queued(self) -> str:
+        """Sorted set: queued jobs by the time their message was last sent to the broker
+        (the reaper sends it again for a job whose message was lost)."""
+        return f"{self.prefix}:queued"

@@ -5,20 +5,22 @@ status checked (a cancelled job takes no more events; a superseded attempt canno
 in one step, or a concurrent cancel, a reaper or a duplicate worker could interleave.
 
 A job's own keys share one hash tag. The lease index (a sorted set of running jobs by
-lease expiry) is one key for all jobs, which ties the scripts to one Redis server (or a
+lease expiry) and the queued index (queued jobs by the time their message was sent) are
+one key each for all jobs, which ties the scripts to one Redis server (or a
 Sentinel-managed primary); see docs/scaling.md for Cluster.
 """
 
 from __future__ import annotations
 
-# Shared tail of APPEND and REAP: end the job (status, finished time, TTLs, lease, key).
+# Shared tail of APPEND and REAP: end the job (status, finished time, TTLs, indexes, key).
 _END_JOB = """
-local function end_job(job, events, leases, job_id, status, now, ttl)
+local function end_job(job, events, leases, queued, job_id, status, now, ttl)
   redis.call('HSET', job, 'status', status, 'finished_at', now)
   redis.call('HDEL', job, 'upstream_key')
   redis.call('EXPIRE', job, ttl)
   redis.call('EXPIRE', events, ttl)
   redis.call('ZREM', leases, job_id)
+  redis.call('ZREM', queued, job_id)
 end
 local function push(events, channel, job, entries, max_age)
   local n = redis.call('RPUSH', events, unpack(entries))
@@ -31,12 +33,13 @@ local function push(events, channel, job, entries, max_age)
 end
 """
 
-# KEYS: job hash, event log, live channel, lease index
+# KEYS: job hash, event log, live channel, lease index, queued index
 # ARGV: job id, attempt fence ('' = any), expected last event id ('' = any),
 #       new status ('' = keep), now, ttl (>0: the last entry ends the job with status
 #       ARGV[4]), max job age, number of entries k, k entries, then field/value pairs.
 # A writer with an attempt fence must own the running job: a job put back in the queue
-# by the reaper, or claimed by a newer attempt, refuses the old worker's events.
+# by the reaper, claimed by a newer attempt, or handed back by its worker (RELEASE)
+# refuses the old attempt's events.
 # With an expected last id, a batch that is already in the log (a call retried after its
 # reply was lost) returns its last id again instead of being written twice.
 # Returns the id of the last appended event, or a negative code:
@@ -63,7 +66,7 @@ end
 local n = push(KEYS[2], KEYS[3], KEYS[1], {unpack(ARGV, 9, 8 + k)}, tonumber(ARGV[7]))
 for i = 9 + k, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 if tonumber(ARGV[6]) > 0 then
-  end_job(KEYS[1], KEYS[2], KEYS[4], ARGV[1], ARGV[4], ARGV[5], tonumber(ARGV[6]))
+  end_job(KEYS[1], KEYS[2], KEYS[4], KEYS[5], ARGV[1], ARGV[4], ARGV[5], tonumber(ARGV[6]))
 elseif ARGV[4] ~= '' then
   redis.call('HSET', KEYS[1], 'status', ARGV[4])
 end
@@ -71,7 +74,7 @@ return n
 """
 )
 
-# KEYS: job hash, lease index, event log, live channel
+# KEYS: job hash, lease index, event log, live channel, queued index
 # ARGV: job id, now, lease expiry, max job age
 # Moves a queued job to running, takes its lease, appends and publishes the `started`
 # event, and returns the job's hash (field/value pairs), so a worker starts a job in one
@@ -81,6 +84,7 @@ CLAIM = (
     _END_JOB
     + """
 if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return false end
+redis.call('ZREM', KEYS[5], ARGV[1])
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
 redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[2], 'lease_until', ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
@@ -116,7 +120,7 @@ redis.call('ZADD', KEYS[2], 0, ARGV[1])
 return 1
 """
 
-# KEYS: job hash, event log, live channel, lease index
+# KEYS: job hash, event log, live channel, lease index, queued index
 # ARGV: job id, now, max attempts, finished-job ttl, max job age, the worker_lost error entry
 # For a running job whose lease expired (its worker died): below the attempt limit, append
 # a `reset` event and put the job back in the queue (returns the next attempt number, for
@@ -138,7 +142,7 @@ end
 local attempt = tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0')
 if attempt >= tonumber(ARGV[3]) and not redis.call('HGET', KEYS[1], 'release_reason') then
   push(KEYS[2], KEYS[3], KEYS[1], {ARGV[6]}, tonumber(ARGV[5]))
-  end_job(KEYS[1], KEYS[2], KEYS[4], ARGV[1], 'failed', ARGV[2], tonumber(ARGV[4]))
+  end_job(KEYS[1], KEYS[2], KEYS[4], KEYS[5], ARGV[1], 'failed', ARGV[2], tonumber(ARGV[4]))
   return -1
 end
 local reason = redis.call('HGET', KEYS[1], 'release_reason') or 'worker_lost'
@@ -147,6 +151,21 @@ push(KEYS[2], KEYS[3], KEYS[1], {reset}, tonumber(ARGV[5]))
 redis.call('HSET', KEYS[1], 'status', 'queued')
 redis.call('HDEL', KEYS[1], 'release_reason')
 redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('ZADD', KEYS[5], ARGV[2], ARGV[1])
 return attempt + 1
 """
 )
+
+# KEYS: job hash, queued index, the Idempotency-Key's key ('' = none)
+# ARGV: job id
+# Takes back a job whose message could not be sent (the broker was down): deletes it, its
+# index entry and the idempotency key that names it, so a retry starts afresh. Only a job
+# no worker has touched (queued, attempt 0); returns 1 if it was withdrawn.
+WITHDRAW = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
+if redis.call('HGET', KEYS[1], 'attempt') ~= '0' then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if KEYS[3] ~= '' and redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
+return 1
+"""

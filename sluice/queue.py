@@ -2,10 +2,20 @@
 
 The gateway never imports the worker's code: it calls ``send_task(RUN_JOB_TASK, ...)``
 on an app built from the same settings.
+
+The message is only a doorbell: it carries the job's id (as its task id too), and the
+job store holds everything else. A doorbell can go missing (a worker killed between
+taking a message and claiming its job leaves it in kombu's ``unacked`` hash for the
+visibility timeout, two hours; a kill between ``BRPOP`` and that bookkeeping loses it);
+the reaper rings again for such a job (``worker/reaper.py``), and the claim makes a
+second ring harmless.
 """
 
 from __future__ import annotations
 
+import json
+
+import redis
 from celery import Celery
 
 from sluice.broker import TRANSPORT
@@ -13,6 +23,36 @@ from sluice.redis_conn import CERT_REQS, tls_options
 from sluice.settings import Settings
 
 RUN_JOB_TASK = "sluice.run_job"
+# kombu retries a publish while the broker reconnects: long enough to ride out a Redis
+# restart of a few seconds (0.1 + 0.6 + 1.1 + 1.6 + 2 s), as the job store's own retries do
+ENQUEUE_RETRY_POLICY = {"max_retries": 5, "interval_start": 0.1, "interval_step": 0.5,
+                        "interval_max": 2.0}  # fmt: skip
+
+
+def enqueue_job(celery: Celery, job_id: str, queue: str) -> None:
+    """Send the job's message (its id, also as the task id, so a queue's head names the
+    job waiting there); raises when the broker stays unreachable through the retries."""
+    celery.send_task(
+        RUN_JOB_TASK,
+        args=[job_id],
+        queue=queue,
+        task_id=job_id,
+        retry=True,
+        retry_policy=ENQUEUE_RETRY_POLICY,
+    )
+
+
+def job_at_head(client: redis.Redis, queue: str) -> str | None:
+    """The id of the job whose message is next in ``queue`` on a Redis broker (kombu
+    pushes on the left and pops on the right), None when the queue is empty, "" when the
+    message there is not one of ours."""
+    raw = client.lindex(queue, -1)
+    if raw is None:
+        return None
+    try:
+        return str(json.loads(raw)["headers"]["id"])
+    except (ValueError, KeyError, TypeError):
+        return ""
 
 
 def make_celery(settings: Settings, main: str = "sluice") -> Celery:

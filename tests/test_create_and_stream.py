@@ -66,7 +66,10 @@ def test_the_stream_subscribes_before_the_job_is_queued_and_lets_go_when_closed(
     assert unsubscribed(app, job_id)
 
 
-def test_a_failed_enqueue_drops_the_subscription_and_fails_the_job(app: Flask) -> None:
+def test_a_failed_enqueue_drops_the_subscription_and_withdraws_the_job(app: Flask) -> None:
+    """The broker went away between storing the job and sending its message: a 503 with
+    Retry-After, nothing left behind, and the client's retry (same Idempotency-Key) gets a
+    job that runs (a job that had failed for good used to be returned to it)."""
     svc = app.extensions["sluice"]
     seen: dict[str, str] = {}
 
@@ -75,10 +78,19 @@ def test_a_failed_enqueue_drops_the_subscription_and_fails_the_job(app: Flask) -
         raise ConnectionError("broker down")
 
     svc.celery.send_task = send_task
-    response = app.test_client().post("/v1/jobs", json=GOOD)
+    headers = {"Idempotency-Key": "retry-me"}
+    response = app.test_client().post("/v1/jobs", json=GOOD, headers=headers)
     assert response.status_code == 503
     assert response.get_json()["error"]["type"] == "service_unavailable"
+    assert int(response.headers["Retry-After"]) > 0
     assert svc.hub.channels == 0
     assert unsubscribed(app, seen["job"])
-    job = svc.store.get(seen["job"])
-    assert job is not None and job.status == "failed"
+    assert svc.store.get(seen["job"]) is None  # withdrawn, with its queued-index entry
+    assert svc.store.sent_at(seen["job"]) is None
+    sent: list[str] = []
+    svc.celery.send_task = lambda name, args, **_kw: sent.append(args[0])
+    retry = app.test_client().post("/v1/jobs", json={**GOOD, "stream": False}, headers=headers)
+    assert retry.status_code == 202
+    job = retry.get_json()
+    assert job["id"] != seen["job"] and sent == [job["id"]]
+    assert job["status"] == "queued"

@@ -19,7 +19,7 @@ from sluice.jobs import JobStore
 from sluice.logs import configure_logging
 from sluice.metrics import serve_worker_metrics
 from sluice.presence import Presence
-from sluice.queue import RUN_JOB_TASK, make_celery
+from sluice.queue import RUN_JOB_TASK, enqueue_job, make_celery
 from sluice.redis_conn import make_redis
 from sluice.settings import Settings
 from worker.reaper import Reaper
@@ -50,7 +50,7 @@ def run_job(job_id: str) -> None:
 
 
 def _enqueue(job_id: str, queue: str) -> None:
-    run_job.apply_async(args=[job_id], queue=queue)
+    enqueue_job(app, job_id, queue)
 
 
 @worker_ready.connect

@@ -1,4 +1,4 @@
-"""Finding jobs whose worker died, and restarting them.
+"""Finding jobs that lost their worker, or their message, and starting them again.
 
 Every running job holds a lease in Redis that its worker renews every ``lease_ttl / 3``
 seconds (``worker/watcher.py``). Each worker process runs this reaper: every
@@ -6,12 +6,23 @@ seconds (``worker/watcher.py``). Each worker process runs this reaper: every
 ``REAP`` script (atomic, so concurrent reapers agree) either appends ``reset`` and puts the
 job back in its queue, or, after ``max_attempts``, fails it with ``worker_lost``. A job is
 thus restarted within about ``lease_ttl + reaper_interval`` seconds of its worker's death.
+
+A queued job has no worker yet, but its message can go missing all the same: a worker
+killed after taking the message and before claiming the job leaves it in kombu's
+``unacked`` hash until the visibility timeout (two hours), and a kill between kombu's
+``BRPOP`` and that bookkeeping loses it outright. So the reaper also looks at jobs queued
+for longer than ``lease_ttl``: one whose message cannot be waiting in the broker any more
+gets it sent again. The broker queue is first-in first-out, so a job sent before the job
+whose message is next in line (or when the queue is empty) is not in it. A second
+message for a job that was not lost after all is harmless: the claim admits one.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from collections.abc import Callable
 
 import redis
@@ -19,8 +30,12 @@ import redis
 from sluice.jobs import JobStore
 from sluice.logs import job_event
 from sluice.metrics import JOBS
+from sluice.queue import job_at_head
 
 log = logging.getLogger("sluice.worker.reaper")
+# sent at the same moment as the head's message, give or take the clocks of two gateways
+# and the gap between storing a job and sending its message
+SEND_ORDER_SLACK = 1.0
 
 
 class Reaper:
@@ -41,6 +56,7 @@ class Reaper:
         while not self._stop.wait(self.store.settings.reaper_interval):
             try:
                 self.sweep()
+                self.send_again()
             except redis.RedisError as exc:
                 log.warning("reaper: Redis unavailable (%s); will retry", exc)
             except Exception:
@@ -62,3 +78,37 @@ class Reaper:
                 job_event(log, "job.failed", job_id, logging.ERROR, error="worker_lost",
                           attempts=self.store.settings.max_attempts)  # fmt: skip
         return restarted
+
+    def send_again(self) -> int:
+        """Send the message of every queued job whose message went missing; returns how
+        many were sent."""
+        waiting = self.store.waiting_since(self.store.settings.lease_ttl)
+        heads: dict[str, float | None] = {}
+        sent = 0
+        for job_id, sent_at in waiting:
+            job = self.store.get(job_id)
+            if job is None:  # expired before it ever ran
+                self.store.forget_queued(job_id)
+                continue
+            queue = job.queue or self.store.settings.queue
+            if queue not in heads:
+                heads[queue] = self._head_sent_at(queue)
+            head = heads[queue]
+            if head is None or sent_at >= head - SEND_ORDER_SLACK:
+                continue  # it may still be waiting its turn behind the head
+            if not self.store.mark_sent(job_id):
+                continue  # claimed meanwhile
+            waited = round(time.time() - sent_at, 1)
+            job_event(log, "job.sent_again", job_id, logging.WARNING, queue=queue, waited_s=waited)
+            self.enqueue(job_id, queue)
+            sent += 1
+        return sent
+
+    def _head_sent_at(self, queue: str) -> float | None:
+        """When the message next in ``queue`` was sent: ``inf`` when the queue is empty
+        (no message is waiting, so every old one is missing), None when it is unknown (the
+        head is not a queued job's: a duplicate, say, about to be consumed and skipped)."""
+        head = job_at_head(self.store.redis, queue)
+        if head is None:
+            return math.inf
+        return self.store.sent_at(head) if head else None
