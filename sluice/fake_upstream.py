@@ -95,7 +95,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -257,6 +257,26 @@ class RecordedRequest:
     headers: dict[str, str]
     body: dict | None
     client_port: int = 0  # the client's end of the TCP connection: equal ports, reused one
+    request_id: str = ""  # the x-request-id it was answered with
+    # what the stream wrote to the socket, per choice (content, reasoning), and whether it
+    # reached its end ([DONE], or the body's end where the scenario sends none)
+    sent: dict[int, str] = field(default_factory=dict)
+    reasoning_sent: dict[int, str] = field(default_factory=dict)
+    pieces_sent: int = 0
+    status: int = 0
+    finished: bool = False
+
+    def wrote(self, chunk: dict) -> None:
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            index = int(choice.get("index", 0))
+            if delta.get("content"):
+                self.sent[index] = self.sent.get(index, "") + delta["content"]
+                self.pieces_sent += 1
+            if delta.get("reasoning_content"):
+                text = self.reasoning_sent.get(index, "") + delta["reasoning_content"]
+                self.reasoning_sent[index] = text
+                self.pieces_sent += 1
 
 
 class _ClientGone(Exception):
@@ -351,6 +371,7 @@ class _Call:
     def __init__(self, handler: _Handler, body: dict) -> None:
         self.handler = handler
         self.upstream: FakeUpstream = handler.server.upstream
+        self.record: RecordedRequest | None = handler.recorded
         self.body = body
         self.model = str(body.get("model", ""))
         self.scenario, self.params = parse_model(self.model)
@@ -417,7 +438,7 @@ class _Call:
     @contextlib.contextmanager
     def open_stream(self, close: bool = False, **wire: Any) -> Iterator[_SSEWriter]:
         """Send event-stream headers (chunked, like OpenAI) and yield the SSE writer."""
-        with self.track_stream():
+        with self.track_stream(), self.upstream._streaming_call(self):
             headers = {"Transfer-Encoding": "chunked", "Cache-Control": "no-cache, must-revalidate"}
             if close:
                 headers["Connection"] = "close"
@@ -442,6 +463,16 @@ class _Call:
         self.handler.close_connection = True
         with contextlib.suppress(OSError):
             self.handler.connection.shutdown(socket.SHUT_RDWR)
+
+    def peer_closed(self) -> bool:
+        """The client has closed its end (it sends nothing after its request, so a
+        readable socket means EOF or a reset)."""
+        sock = self.handler.connection
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+            return bool(readable) and not sock.recv(1, socket.MSG_PEEK)
+        except (OSError, ValueError):
+            return True
 
     def client_closed_within(self, seconds: float) -> bool:
         """Poll the socket for EOF every 50 ms; True once the client has gone away."""
@@ -590,12 +621,21 @@ def _respond(
                 return
             if kind in ("piece", "reasoning"):
                 call.pause(call.delay)
+                call.upstream.disruptions.hold(call.upstream._stopping)
+                if call.record is not None and call.peer_closed():
+                    # a write to a peer that has gone may still succeed once: it must not
+                    # be recorded as sent (a client that timed out during a stall)
+                    raise _ClientGone
             if kind == "piece":
                 pieces += 1
             sse.send(chunk)
-        if done:
+            if call.record is not None:
+                call.record.wrote(chunk)
+        if done and not call.upstream.disruptions.omitting_done():
             sse.send("[DONE]")
         sse.end()
+        if call.record is not None:
+            call.record.finished = True
 
 
 def _respond_json(call: _Call, style: _Style) -> None:
@@ -911,6 +951,54 @@ SCENARIOS: dict[str, Callable[[_Call], None]] = {
     "slow": _openai,  # _Call gives "slow" its 0.05 s default delay
 }
 """Scenario name -> handler; the request's model field picks one (see parse_model)."""
+REFUSALS = {name: SCENARIOS[name] for name in ("http-429", "http-500", "http-503")}
+"""The errors a disrupted upstream answers every request with (``Disruptions.refuse``)."""
+
+
+# --------------------------------------------------------------------------- disruptions
+
+
+class Disruptions:
+    """Provider trouble for a while, across every request (the chaos soak schedules it):
+    streams that go quiet, requests refused with 429 or 500, streams that end without
+    ``[DONE]``. ``FakeUpstream.cut_streams`` drops the streams in progress."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._quiet_until = 0.0
+        self._refuse_until = 0.0
+        self._refusal = "http-429"
+        self._no_done_until = 0.0
+
+    def stall(self, seconds: float) -> None:
+        """Every stream holds its next piece for ``seconds`` (new ones too)."""
+        with self._lock:
+            self._quiet_until = max(self._quiet_until, time.monotonic() + seconds)
+
+    def refuse(self, scenario: str, seconds: float) -> None:
+        """New requests get ``scenario``'s error (``http-429``, ``http-500``…)."""
+        if scenario not in REFUSALS:
+            raise ValueError(f"not a refusal: {scenario}")
+        with self._lock:
+            self._refusal = scenario
+            self._refuse_until = time.monotonic() + seconds
+
+    def omit_done(self, seconds: float) -> None:
+        """Streams that finish meanwhile end their body without ``data: [DONE]``."""
+        with self._lock:
+            self._no_done_until = time.monotonic() + seconds
+
+    def hold(self, stopping: threading.Event) -> None:
+        while (left := self._quiet_until - time.monotonic()) > 0:
+            if stopping.wait(min(left, 0.05)):
+                return
+
+    def refusing(self) -> str | None:
+        with self._lock:
+            return self._refusal if time.monotonic() < self._refuse_until else None
+
+    def omitting_done(self) -> bool:
+        return time.monotonic() < self._no_done_until
 
 
 # --------------------------------------------------------------------------- HTTP plumbing
@@ -974,10 +1062,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- helpers used by _Call
 
+    recorded: RecordedRequest | None = None  # the request being answered
+
     def send_head(self, status: int, content_type: str, headers: dict[str, str]) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("x-request-id", "req_" + secrets.token_hex(16))
+        request_id = self.recorded.request_id if self.recorded else "req_" + secrets.token_hex(16)
+        self.send_header("x-request-id", request_id)
+        if self.recorded is not None:
+            self.recorded.status = status
         self.send_header("openai-processing-ms", "1")
         self.send_header("x-sluice-upstream", "demo" if self.server.upstream.demo else "fake")
         for name, value in headers.items():
@@ -1029,7 +1122,9 @@ class _Handler(BaseHTTPRequestHandler):
             key = name.lower()
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
         port = self.client_address[1] if len(self.client_address) > 1 else 0
-        upstream._record(RecordedRequest(self.command, self.path, headers, body, port))
+        request_id = "req_" + secrets.token_hex(16)
+        self.recorded = RecordedRequest(self.command, self.path, headers, body, port, request_id)
+        upstream._record(self.recorded)
         route = (self.command, urlsplit(self.path).path.rstrip("/"))
         try:
             if route == ("POST", "/v1/chat/completions"):
@@ -1080,6 +1175,10 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError as exc:
             self.send_json_error(400, _error_body(str(exc), "invalid_request_error"))
             return
+        refusal = self.server.upstream.disruptions.refusing()
+        if refusal is not None:  # a provider having a bad minute: every request refused
+            REFUSALS[refusal](call)
+            return
         SCENARIOS[call.scenario](call)
 
 
@@ -1113,6 +1212,8 @@ class FakeUpstream:
         self._closed_by_client = 0
         self._failures: dict[str, int] = {}
         self._connections: set[socket.socket] = set()
+        self._streaming: set[_Call] = set()
+        self.disruptions = Disruptions()
         self._stopping = threading.Event()
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -1212,6 +1313,25 @@ class FakeUpstream:
             self.requests.append(request)
             if self.demo and len(self.requests) > _DEMO_MAX_RECORDED:  # long-running demo
                 del self.requests[: len(self.requests) - _DEMO_MAX_RECORDED]
+
+    def cut_streams(self) -> int:
+        """Drop every stream in progress at once, as a provider's load balancer restarting
+        does (no terminating chunk, no [DONE]); returns how many were cut."""
+        with self._lock:
+            calls = list(self._streaming)
+        for call in calls:
+            call.abort()
+        return len(calls)
+
+    @contextlib.contextmanager
+    def _streaming_call(self, call: _Call) -> Iterator[None]:
+        with self._lock:
+            self._streaming.add(call)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._streaming.discard(call)
 
     def _track_connection(self, conn: socket.socket, alive: bool) -> None:
         with self._lock:

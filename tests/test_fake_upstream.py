@@ -502,3 +502,57 @@ def test_cli_announces_demo_upstream() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=5)
+
+
+# -- what it sent, and the disruptions the chaos soak schedules ------------------------------
+
+
+def test_each_request_records_its_id_and_exactly_what_it_sent(upstream: FakeUpstream) -> None:
+    body, response = chat(upstream, "reasoning", n=2)
+    chunks = payloads(raw_body(response))
+    record = upstream.requests[-1]
+    assert response.headers["x-request-id"] == record.request_id
+    assert record.request_id.startswith("req_")
+    assert record.status == 200 and record.finished
+    assert record.sent == {0: content_of(chunks, 0), 1: content_of(chunks, 1)}
+    assert record.sent[0] == expected_reply(body, 0)
+    assert record.reasoning_sent[0] == expected_reasoning(body)
+
+
+def test_a_cut_stream_records_only_what_was_written(upstream: FakeUpstream) -> None:
+    body, response = chat(upstream, "slow;delay=0.05;words=40")
+    received = b""
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):  # no terminating chunk
+        for chunk in response.iter_content(chunk_size=None):
+            received += chunk
+            if received.count(b'"content":"') == 4:
+                assert upstream.cut_streams() == 1
+    record = upstream.requests[-1]
+    assert not record.finished
+    assert record.sent[0] == content_of(payloads(received))
+    assert expected_reply(body).startswith(record.sent[0]) and record.sent[0]
+
+
+def test_a_stall_holds_every_stream(upstream: FakeUpstream) -> None:
+    upstream.disruptions.stall(0.6)
+    started = time.monotonic()
+    _body, response = chat(upstream, "openai;words=3")
+    raw_body(response)
+    assert time.monotonic() - started >= 0.6
+
+
+@pytest.mark.parametrize(("scenario", "status"), [("http-429", 429), ("http-500", 500)])
+def test_a_refusal_window_answers_every_request_with_its_error(
+    upstream: FakeUpstream, scenario: str, status: int
+) -> None:
+    upstream.disruptions.refuse(scenario, 0.5)
+    assert chat(upstream)[1].status_code == status
+    time.sleep(0.6)
+    assert chat(upstream)[1].status_code == 200
+
+
+def test_streams_can_end_without_done_for_a_while(upstream: FakeUpstream) -> None:
+    upstream.disruptions.omit_done(5)
+    _body, response = chat(upstream)
+    raw = raw_body(response)
+    assert b"[DONE]" not in raw and finish_reasons(payloads(raw))[-1] == "stop"
