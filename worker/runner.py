@@ -147,6 +147,9 @@ class JobRun:
         self.reader = ChunkReader(int(job.request.get("n") or 1))
         self.watcher: JobWatcher | None = None
         self.ended = False  # this attempt wrote the job's terminal event
+        # the upstream's id of the request now streaming (OpenAI, vLLM and most servers
+        # send x-request-id): logged so a job's attempt can be found in the provider's logs
+        self.upstream_request_id: str | None = None
 
     # -- writing events ---------------------------------------------------------------
 
@@ -179,7 +182,14 @@ class JobRun:
             self._fail(SluiceError(f"internal error: {type(exc).__name__}"))
 
     def _stopped(self, exc: BaseException) -> None:
-        job_event(log, "job.stopped", self.job.id, attempt=self.attempt, reason=type(exc).__name__)
+        job_event(
+            log,
+            "job.stopped",
+            self.job.id,
+            attempt=self.attempt,
+            reason=type(exc).__name__,
+            upstream_request_id=self.upstream_request_id,
+        )
 
     def _stream_with_retries(self, watcher: JobWatcher) -> None:
         retries = self.settings.upstream_retries
@@ -213,6 +223,7 @@ class JobRun:
         decoder = SSEDecoder()
         yield_to_running_streams()
         response = self.runner.upstream.open_stream(self.job.request, self._api_key())
+        self.upstream_request_id = response.headers.get("x-request-id")
         watcher.attach(response)
         chunks = response.iter_content(chunk_size=None)
         saw_done = False
@@ -283,7 +294,9 @@ class JobRun:
                     log,
                     "job.first_delta",
                     self.job.id,
+                    attempt=self.attempt,
                     ttfd_ms=round((self.first_delta_at - self.started) * 1000),
+                    upstream_request_id=self.upstream_request_id,
                 )
         return done
 
@@ -320,6 +333,7 @@ class JobRun:
             completion_tokens=usage["completion_tokens"],
             usage_estimated=estimated,
             duration_s=round(time.monotonic() - self.started, 3),
+            upstream_request_id=self.upstream_request_id,
         )
 
     def _fail(self, exc: SluiceError) -> None:
@@ -354,4 +368,5 @@ class JobRun:
             upstream_status=getattr(exc, "upstream_status", None),
             reason=exc.message,
             duration_s=round(time.monotonic() - self.started, 3),
+            upstream_request_id=self.upstream_request_id,
         )
