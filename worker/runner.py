@@ -174,6 +174,10 @@ class JobRun:
             self._stopped(exc)
         except SluiceError as exc:
             self._fail(exc)
+        except redis.RedisError as exc:
+            # Redis stayed away longer than the outage tolerance: nothing can be written,
+            # so the attempt gives up and the lease, once it lapses, restarts the job
+            self._stopped(exc, logging.WARNING)
         except Exception as exc:
             if self.ended or (self.watcher is not None and self.watcher.stopped):
                 log.debug("job %s: %r after the attempt ended", job.id, exc)
@@ -181,11 +185,12 @@ class JobRun:
             log.exception("job %s: unexpected failure", job.id)
             self._fail(SluiceError(f"internal error: {type(exc).__name__}"))
 
-    def _stopped(self, exc: BaseException) -> None:
+    def _stopped(self, exc: BaseException, level: int = logging.INFO) -> None:
         job_event(
             log,
             "job.stopped",
             self.job.id,
+            level,
             attempt=self.attempt,
             reason=type(exc).__name__,
             upstream_request_id=self.upstream_request_id,
