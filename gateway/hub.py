@@ -94,7 +94,8 @@ class Hub:
         self._listeners: dict[str, set[Listener]] = {}
         self._pending: dict[str, threading.Event] = {}  # first subscriptions awaited
         self._resubscribed: set[str] = set()  # channels subscribed again after a break
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the state above
+        self._send_lock = threading.Lock()  # one writer at a time on the connection
         self._thread: threading.Thread | None = None
         self._up = False  # subscribed and reading
         self.last_error: str | None = None
@@ -123,7 +124,8 @@ class Hub:
                 send = self._pubsub if self._up else None  # else: the reconnect sends it
         if send is not None:
             try:
-                send.subscribe(channel)
+                with self._send_lock:
+                    send.subscribe(channel)
             except Exception as exc:  # the connection broke: the thread reconnects
                 log.debug("subscribe %s failed (%r); waiting for the reconnect", channel, exc)
         if confirmed is not None and not confirmed.wait(timeout):
@@ -144,7 +146,8 @@ class Hub:
             pubsub = self._pubsub if self._up else None
         if pubsub is not None:
             try:
-                pubsub.unsubscribe(listener.channel)
+                with self._send_lock:
+                    pubsub.unsubscribe(listener.channel)
             except Exception as exc:  # a broken connection: the reconnect leaves it out
                 log.debug("unsubscribe %s failed: %r", listener.channel, exc)
 
@@ -193,7 +196,8 @@ class Hub:
                 self._resubscribed.update(c for c in channels if c not in self._pending)
             self._up = True
         if channels:
-            pubsub.subscribe(*channels)
+            with self._send_lock:
+                pubsub.subscribe(*channels)
         if reconnect:
             log.info("hub subscribed again to %d channel(s)", len(channels))
         return pubsub
