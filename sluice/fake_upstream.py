@@ -436,15 +436,20 @@ class _Call:
                 self.upstream._stream_closed()
 
     @contextlib.contextmanager
-    def open_stream(self, close: bool = False, **wire: Any) -> Iterator[_SSEWriter]:
-        """Send event-stream headers (chunked, like OpenAI) and yield the SSE writer."""
+    def open_stream(self) -> Iterator[None]:
+        """While a stream is in progress: counted, and among those ``cut_streams`` cuts; a
+        client that vanishes (even before the headers went out) ends it quietly."""
         with self.track_stream(), self.upstream._streaming_call(self):
-            headers = {"Transfer-Encoding": "chunked", "Cache-Control": "no-cache, must-revalidate"}
-            if close:
-                headers["Connection"] = "close"
-                self.handler.close_connection = True
-            self.handler.send_head(200, "text/event-stream; charset=utf-8", headers)
-            yield _SSEWriter(self, **wire)
+            yield
+
+    def start_stream(self, close: bool = False, **wire: Any) -> _SSEWriter:
+        """Send event-stream headers (chunked, like OpenAI); returns the SSE writer."""
+        headers = {"Transfer-Encoding": "chunked", "Cache-Control": "no-cache, must-revalidate"}
+        if close:
+            headers["Connection"] = "close"
+            self.handler.close_connection = True
+        self.handler.send_head(200, "text/event-stream; charset=utf-8", headers)
+        return _SSEWriter(self, **wire)
 
     def write(self, data: bytes) -> None:
         """Write straight to the socket; a vanished client becomes _ClientGone."""
@@ -612,7 +617,8 @@ def _respond(
         else:
             _respond_json(call, style)
         return
-    with call.open_stream(close=fault is not None or not done, **wire) as sse:
+    with call.open_stream():
+        sse = call.start_stream(close=fault is not None or not done, **wire)
         pieces = 0
         for kind, chunk in _chunks(call, style):
             at_fault = kind == "finish" or (kind == "piece" and pieces >= call.fail_after)
