@@ -188,7 +188,9 @@ def _check_job(
         _check_done(session, terminal, request, content, verdict)
     elif terminal.event == "error":
         kind = str(terminal.data["error"].get("type"))
-        start, end = session.accepted or session.started, session.finished or session.started
+        # from when the client began: an SDK client learns its job's id only once the job
+        # has its first delta or has failed
+        start, end = session.started, session.finished or session.started
         if kind not in EXPLAINED_BY or not _overlaps(faults, EXPLAINED_BY[kind], start, end):
             verdict.fail(session, f"an error no fault explains: {terminal.data['error']}")
         else:
