@@ -9,6 +9,7 @@ uses this; there ``REDIS_URL`` points at a managed Redis.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -93,11 +94,12 @@ class RedisServer:
     """A Redis server of a test's or the chaos soak's own, on a free loopback port, with
     an append-only file, that can be stopped, killed, paused and started again.
 
-    Killing it loses nothing it acknowledged: with ``appendfsync everysec`` every write is
-    in the kernel's page cache before the reply (only a machine crash loses the last
-    second), which is what a managed Redis with AOF promises."""
+    With ``fsync="always"`` killing it loses nothing it acknowledged. With ``everysec``
+    (Redis's default) it can: while a background fsync lags, Redis holds back writing the
+    file for up to two seconds and still answers, so a SIGKILL then loses acknowledged
+    writes (seen here: 1,950 of ~200,000 appends in one of five kills)."""
 
-    def __init__(self, directory: str, fsync: str = "everysec") -> None:
+    def __init__(self, directory: str, fsync: str = "always") -> None:
         binary = server_binary()
         if binary is None:
             raise RuntimeError("no redis-server to start (apt-get install redis-server)")
@@ -106,6 +108,7 @@ class RedisServer:
         self.args = [
             binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", directory,
             "--appendonly", "yes", "--appendfsync", fsync, "--save", "",
+            "--logfile", os.path.join(directory, "redis.log"),
         ]  # fmt: skip
         self.process: subprocess.Popen[bytes] | None = None
         self.start()

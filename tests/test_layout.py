@@ -66,6 +66,8 @@ def test_compose_file_has_redis_web_and_worker_matching_the_procfile() -> None:
     assert {"redis", "web", "worker", "flower"} <= set(services)
     assert services["flower"]["command"][:4] == ["celery", "--app", "worker.celery_app", "flower"]
     assert "--appendonly" in services["redis"]["command"]
+    command = services["redis"]["command"]
+    assert command[command.index("--appendfsync") + 1] == "always"  # no acked event lost
     assert "redis-data" in compose["volumes"]
     assert "healthcheck" in services["redis"]
     assert "healthcheck" in services["web"]

@@ -22,11 +22,13 @@ from sluice.presence import Presence
 from sluice.queue import RUN_JOB_TASK, enqueue_job, make_celery
 from sluice.redis_conn import make_redis
 from sluice.settings import Settings
+from worker.cooperative import cooperative_kombu_sleep
 from worker.reaper import Reaper
 from worker.runner import JobRunner
 from worker.upstream import Upstream
 
 configure_logging()
+cooperative_kombu_sleep()
 settings = Settings.from_env()
 app = make_celery(settings, main="sluice-worker")
 log = logging.getLogger("sluice.worker")

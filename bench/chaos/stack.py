@@ -84,7 +84,10 @@ class Stack:
         self.run_id = secrets.token_hex(4)
         self.procs = Processes(workdir / "logs")
         (workdir / "redis").mkdir(parents=True, exist_ok=True)
-        self.redis = RedisServer(str(workdir / "redis"), fsync="everysec")
+        # appendfsync always, as docker-compose.yml runs it: with everysec a SIGKILL can
+        # lose acknowledged writes (up to ~2 s of them while an fsync lags), which no
+        # client of the log could survive
+        self.redis = RedisServer(str(workdir / "redis"), fsync="always")
         self.redis_down = threading.Event()  # killed or paused: no second Redis fault
         self.upstream = FakeUpstream(api_key=UPSTREAM_KEY).start()
         self.gateways = [Member(f"gateway-{i}", "gateway", free_port()) for i in range(2)]

@@ -407,6 +407,29 @@ def test_jobs_submitted_through_a_redis_restart_run_or_are_refused_with_retry_af
     record("submits_through_redis_restart", jobs=len(jobs), refused_with_503=len(refused))
 
 
+def test_a_worker_keeps_serving_while_it_reconnects_to_a_crashed_redis(
+    make_stack: Callable[..., Stack], own_redis: RedisServer
+) -> None:
+    """kombu's wait between attempts to reach the broker froze the whole gevent worker
+    (the chaos soak: its streams' reads timed out with data unread): its metrics
+    endpoint, served by a thread of the same event loop, must keep answering."""
+    stack = make_stack(workers=0, redis_url=own_redis.url)
+    port = free_port()
+    stack.start_worker(env={"SLUICE_WORKER_METRICS_PORT": str(port)})
+    url = f"http://127.0.0.1:{port}/metrics"
+    assert httpx.get(url, timeout=5).status_code == 200
+    own_redis.kill()
+    answered, deadline = 0, time.monotonic() + 2.5
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            answered += httpx.get(url, timeout=0.5).status_code == 200
+        time.sleep(0.05)
+    own_redis.start()
+    assert answered >= 10, f"the worker answered {answered} times in 2.5 s without Redis"
+    with stack.client() as client:  # and it works again
+        assert follow(client, create_job(client)["events_url"])[-1].event == "done"
+
+
 def follow_after(client: httpx.Client, path: str, seen: list[Received]) -> list[Received]:
     """Like ``follow``, starting after the events already seen."""
     events = list(seen)
