@@ -318,14 +318,13 @@ class JobStore:
 
     # -- jobs whose message went missing -------------------------------------------------
 
-    def waiting_since(self, older_than: float, limit: int = 100) -> list[tuple[str, float]]:
-        """Queued jobs whose message was sent more than ``older_than`` seconds ago, oldest
+    def sent_before(self, moment: float, limit: int = 100) -> list[tuple[str, float]]:
+        """Queued jobs whose message was last sent before ``moment`` (a Unix time), oldest
         first, as ``(job id, sent at)``: either still waiting their turn in the broker, or
         stranded (their message lost, or held by a worker that died before claiming)."""
         pairs = self.redis.zrangebyscore(
-            self.keys.queued, "-inf", time.time() - older_than, start=0, num=limit,
-            withscores=True,
-        )  # fmt: skip
+            self.keys.queued, "-inf", f"({moment}", start=0, num=limit, withscores=True
+        )
         return [(job_id, float(score)) for job_id, score in pairs]
 
     def sent_at(self, job_id: str) -> float | None:

@@ -81,17 +81,21 @@ class Reaper:
 
     def send_again(self) -> int:
         """Send the message of every queued job whose message went missing; returns how
-        many were sent."""
-        waiting = self.store.waiting_since(self.store.settings.lease_ttl)
-        heads: dict[str, float | None] = {}
+        many were sent. Only jobs sent before the head of the queue are read, so a long
+        queue of jobs waiting their turn costs one round trip a sweep, not one a job."""
+        own = self.store.settings.queue
+        heads: dict[str, float | None] = {own: self._head_sent_at(own)}
+        if heads[own] is None:
+            return 0  # the head is not a queued job's; it is consumed soon, look then
+        cutoff = min(time.time() - self.store.settings.lease_ttl, heads[own] - SEND_ORDER_SLACK)
         sent = 0
-        for job_id, sent_at in waiting:
+        for job_id, sent_at in self.store.sent_before(cutoff):
             job = self.store.get(job_id)
             if job is None:  # expired before it ever ran
                 self.store.forget_queued(job_id)
                 continue
-            queue = job.queue or self.store.settings.queue
-            if queue not in heads:
+            queue = job.queue or own
+            if queue not in heads:  # a job of another deployment's queue
                 heads[queue] = self._head_sent_at(queue)
             head = heads[queue]
             if head is None or sent_at >= head - SEND_ORDER_SLACK:
