@@ -510,6 +510,7 @@ def test_cli_announces_demo_upstream() -> None:
 def test_each_request_records_its_id_and_exactly_what_it_sent(upstream: FakeUpstream) -> None:
     body, response = chat(upstream, "reasoning", n=2)
     chunks = payloads(raw_body(response))
+    assert upstream.wait_for_no_open_streams(5)  # its thread has recorded the end
     record = upstream.requests[-1]
     assert response.headers["x-request-id"] == record.request_id
     assert record.request_id.startswith("req_")
@@ -527,6 +528,7 @@ def test_a_cut_stream_records_only_what_was_written(upstream: FakeUpstream) -> N
             received += chunk
             if received.count(b'"content":"') == 4:
                 assert upstream.cut_streams() == 1
+    assert upstream.wait_for_no_open_streams(5)  # its thread has recorded its last write
     record = upstream.requests[-1]
     assert not record.finished
     assert record.sent[0] == content_of(payloads(received))
