@@ -192,8 +192,8 @@ class Hub:
             reconnect = self._pubsub is not None
             self._pubsub = pubsub
             channels = list(self._listeners)
-            if reconnect:
-                self._resubscribed.update(c for c in channels if c not in self._pending)
+            if reconnect:  # (a channel whose listeners left meanwhile is forgotten)
+                self._resubscribed = {c for c in channels if c not in self._pending}
             self._up = True
         if channels:
             with self._send_lock:
