@@ -60,6 +60,16 @@ def stack_env(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
+def json_from_child(script: str) -> dict[str, Any]:
+    """Run ``script`` in a fresh Python (one that may monkey-patch, say, without touching
+    the test process) and return the JSON object its last line prints."""
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import json_from_child
 
 # a child process, started as the `celery` command starts a worker: the pool is chosen
 # (and kombu imported) before gevent patches, then the worker's app is imported
@@ -31,10 +26,6 @@ print(json.dumps(out))
 
 
 def test_kombus_retry_sleep_lets_the_streams_run() -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out = json_from_child(SCRIPT)
     assert out["blocking_before"]  # the import order this works around
     assert out["ticks_while_kombu_slept"] >= 10  # 0 when the sleep blocked the process

@@ -3,12 +3,7 @@ scans once they are ready (sluice/heap.py)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import json_from_child
 
 # each check runs in a child process: freezing the test process's heap would change it
 GATEWAY = """
@@ -33,22 +28,14 @@ print(json.dumps({"before": before, "after": gc.get_freeze_count(), "connected":
 """
 
 
-def _run(script: str) -> dict[str, object]:
-    done = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def test_the_gateway_process_freezes_its_heap_once_the_app_is_loaded() -> None:
-    out = _run(GATEWAY)
+    out = json_from_child(GATEWAY)
     assert out["before"] == 0
     assert int(out["after"]) > 10_000  # Flask, Celery, redis-py... all exempt now
 
 
 def test_the_worker_freezes_its_heap_when_it_is_ready() -> None:
-    out = _run(WORKER)
+    out = json_from_child(WORKER)
     assert out["connected"] is True
     assert out["before"] == 0
     assert int(out["after"]) > 10_000

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import json_from_child
 
 # runs in a child process: monkey-patching the test process would change every other test
 SCRIPT = """
@@ -41,11 +36,7 @@ print(json.dumps(out))
 
 
 def test_a_start_waits_for_pending_events_but_never_much_longer_than_its_bound() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out = json_from_child(SCRIPT)
     assert out["idle_loop_s"] < 0.05  # nothing pending: no wait
     assert out["order"] == ["delta0", "delta1", "delta2", "start"]
     assert 0.04 <= out["busy_loop_s"] < 1.0  # a loop that is never idle: the bound holds
