@@ -85,7 +85,7 @@ def submit_job(
             job.id, type(exc).__name__, exc,
             "withdrawn" if withdrawn else "left queued for the reaper to send",
         )  # fmt: skip
-        raise ServiceUnavailable("the job queue is unavailable; retry", retry_after=2) from exc
+        raise ServiceUnavailable("the job queue is unavailable; retry") from exc
     job_event(
         log,
         "job.accepted",

@@ -179,7 +179,7 @@ class JobRun:
             # so the attempt gives up and the lease, once it lapses, restarts the job
             self._stopped(exc, logging.WARNING)
         except Exception as exc:
-            if self.ended or (self.watcher is not None and self.watcher.stopped):
+            if self.ended:  # its terminal event is in: nothing left to report
                 log.debug("job %s: %r after the attempt ended", job.id, exc)
                 return
             log.exception("job %s: unexpected failure", job.id)
