@@ -14,7 +14,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m sluice.dev
+	$(PY) -m devtools.launcher
 
 # the Node test's dependencies (eventsource-parser); skipped where there is no npm
 NODE_STAMP := web/node_modules/.installed

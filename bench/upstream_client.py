@@ -14,7 +14,7 @@ from typing import Any
 
 import requests
 
-from sluice.sse_parser import SSEDecoder
+from sluice.sse_decoder import SSEDecoder
 from worker.upstream import make_session
 
 __all__ = ["make_session", "read_contents"]

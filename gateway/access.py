@@ -18,17 +18,10 @@ import hmac
 from flask import g, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from sluice.errors import SluiceError
+from sluice.errors import Unauthorized
 from sluice.settings import Settings
 
 PUBLIC_PREFIXES = ("/static/", "/healthz", "/readyz", "/openapi.json", "/metrics")
-
-
-class Unauthorized(SluiceError):
-    """No valid gateway access key."""
-
-    type = "unauthorized"
-    status = 401
 
 
 def owner_id(key: str) -> str:

@@ -29,7 +29,7 @@ import redis
 
 from gateway.hub import Hub, Listener
 from sluice.events import TERMINAL_EVENTS, entry_type, parse_message
-from sluice.jobs import JobStore
+from sluice.store import JobStore
 
 log = logging.getLogger("sluice.gateway.feed")
 REPLAY_PAGE = 500  # log entries read at a time when catching up

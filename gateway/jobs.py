@@ -17,10 +17,10 @@ from gateway.services import Services, services
 from gateway.submit import submit_and_follow, submit_from_request
 from sluice.errors import InvalidRequest, NotFound
 from sluice.events import parse_event_id
-from sluice.jobs import Job
 from sluice.logs import job_event
 from sluice.metrics import JOBS
 from sluice.models import lookup
+from sluice.store import Job
 from sluice.tokens import count_text
 
 bp = Blueprint("jobs", __name__)

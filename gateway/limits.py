@@ -11,7 +11,7 @@ from flask import Flask, request
 from flask_limiter import Limiter
 
 from gateway.access import current_owner
-from sluice.redis_conn import tls_options
+from sluice.redis_client import tls_options
 from sluice.settings import Settings
 
 LIMITED_ENDPOINTS = ("jobs.create_job", "openai.chat_completions", "upstream.verify_key")

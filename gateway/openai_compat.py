@@ -49,7 +49,7 @@ from sluice.events import (
     Transcript,
     dumps,
 )
-from sluice.jobs import Job
+from sluice.store import Job
 
 bp = Blueprint("openai", __name__)
 

@@ -14,11 +14,11 @@ from gateway.access import AccessControl
 from gateway.admission import SubmissionGate
 from gateway.feed import JobFeed
 from gateway.hub import Hub
-from sluice.jobs import JobStore
 from sluice.keyvault import KeyVault, vault_for
-from sluice.queue import make_celery
-from sluice.redis_conn import make_redis
+from sluice.redis_client import make_redis
 from sluice.settings import Settings
+from sluice.store import JobStore
+from sluice.task_queue import make_celery
 
 
 @dataclass

@@ -11,12 +11,12 @@ from gateway.access import current_owner
 from gateway.feed import JobFeed
 from gateway.schemas import ChatParameters
 from gateway.services import Services, user_upstream_key
+from gateway.upstream_params import upstream_parameters
 from sluice.errors import InvalidRequest, Overloaded, ServiceUnavailable
-from sluice.jobs import Job
 from sluice.logs import job_event
 from sluice.models import lookup
-from sluice.params import upstream_parameters
-from sluice.queue import enqueue_job
+from sluice.store import Job
+from sluice.task_queue import enqueue_job
 from sluice.tokens import fit_to_context
 
 log = logging.getLogger("sluice.gateway")

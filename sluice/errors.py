@@ -1,19 +1,61 @@
-"""One exception hierarchy for both processes (after httpx's ``_exceptions.py``).
+"""Every error Sluice renders or records, in one tree (after httpx's ``_exceptions.py``).
 
-Each class knows its stable error ``type`` and HTTP status, so the gateway's JSON error
-handler and the worker's terminal ``error`` event are made from the same objects.
+Each class has a stable ``type`` (what clients match on) and an HTTP ``status``; the
+gateway renders any of them as ``{"error": {"type", "message", "param"?}}`` with that
+status, and the worker writes the same ``to_dict()`` into a job's terminal ``error``
+event, which ``error_status`` maps back to the class's status (the OpenAI-compatible
+route answers with it). Nothing else builds an error body by hand.
+
+    SluiceError                      internal_error             500
+    ├── InvalidRequest               invalid_request            400
+    │   ├── ContextLengthExceeded    context_length_exceeded    400
+    │   ├── PayloadTooLarge          payload_too_large          413
+    │   └── UnsupportedMediaType     unsupported_media_type     415
+    ├── Unauthorized                 unauthorized               401
+    ├── NotFound                     not_found                  404
+    │   └── JobGone                  not_found                  404  (expired meanwhile)
+    ├── MethodNotAllowed             method_not_allowed         405
+    ├── JobStopped                   job_stopped                409  (a writer must stop)
+    │   ├── JobAlreadyEnded          job_ended                  409
+    │   └── AttemptSuperseded        attempt_superseded         409
+    ├── JobCancelled                 cancelled                  409
+    ├── RateLimited                  rate_limited               429
+    ├── StreamReset                  stream_reset               502
+    ├── StreamInterrupted            stream_interrupted         502
+    ├── ServiceUnavailable           service_unavailable        503  (Retry-After)
+    │   └── Overloaded               overloaded                 503  (Retry-After)
+    ├── UpstreamError                upstream_error             502, or the upstream's
+    │   ├── UpstreamAuthError        upstream_auth_error             own 4xx when it is
+    │   ├── UpstreamRateLimited      upstream_rate_limited           about the request
+    │   ├── UpstreamTimeout          upstream_timeout           504
+    │   ├── UpstreamConnectionError  upstream_connection_error  502
+    │   └── UpstreamProtocolError    upstream_protocol_error    502
+    ├── KeyVaultError                upstream_key_unavailable   500
+    └── WorkerLost                   worker_lost                500
+
+``JobStopped`` and its subclasses are the job store's refusals of a write (the job was
+cancelled, ended, or taken over by a newer attempt): the worker stops on them and writes
+nothing; a client never sees one.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
+
+PASSED_THROUGH_STATUSES = frozenset({400, 401, 403, 404, 409, 422, 429})
+RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 
 
 class SluiceError(Exception):
-    """Base class: a failure with a stable ``type`` and a human message."""
+    """Base class: a failure with a stable ``type``, an HTTP ``status`` and a message."""
 
-    type = "internal_error"
-    status = 500
+    type: ClassVar[str] = "internal_error"
+    status: int = 500
+    by_type: ClassVar[dict[str, type[SluiceError]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        SluiceError.by_type.setdefault(cls.type, cls)
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
@@ -54,11 +96,100 @@ class UnsupportedMediaType(InvalidRequest):
     status = 415
 
 
+class Unauthorized(SluiceError):
+    """No valid gateway access key (``SLUICE_ACCESS_KEYS`` is set)."""
+
+    type = "unauthorized"
+    status = 401
+
+
 class NotFound(SluiceError):
-    """No such job (never existed, expired, or not the caller's)."""
+    """No such job (never existed, expired, or not the caller's), or no such route."""
 
     type = "not_found"
     status = 404
+
+
+class JobGone(NotFound):
+    """The job's keys are gone (it expired, or never existed) when the store wrote to it:
+    for a client the same 404 as a job that was never there."""
+
+
+class MethodNotAllowed(SluiceError):
+    """The route exists, not with this method."""
+
+    type = "method_not_allowed"
+    status = 405
+
+
+class JobStopped(SluiceError):
+    """The store refused a write: this writer must stop (never shown to a client)."""
+
+    type = "job_stopped"
+    status = 409
+
+
+class JobAlreadyEnded(JobStopped):
+    """The job reached a terminal state; it takes no more events (e.g. it was cancelled)."""
+
+    type = "job_ended"
+
+
+class AttemptSuperseded(JobStopped):
+    """A newer attempt owns the job (or the log moved on without this writer)."""
+
+    type = "attempt_superseded"
+
+
+class JobCancelled(SluiceError):
+    """The job was cancelled: how a format without a ``cancelled`` event says so."""
+
+    type = "cancelled"
+    status = 409
+
+    def __init__(self, message: str = "the job was cancelled") -> None:
+        super().__init__(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "code": "job_cancelled"}
+
+
+class RateLimited(SluiceError):
+    """Too many requests from this client (``SLUICE_RATE_LIMIT``)."""
+
+    type = "rate_limited"
+    status = 429
+
+
+class StreamReset(SluiceError):
+    """The job restarted after text was sent, in a format that cannot take text back."""
+
+    type = "stream_reset"
+    status = 502
+
+    def __init__(
+        self,
+        message: str = "the job restarted after text was sent; resume it with /v1/jobs/<id>/events",
+    ) -> None:
+        super().__init__(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "code": self.type}
+
+
+class StreamInterrupted(SluiceError):
+    """This gateway stopped following the job before it ended (shutdown, Redis lost)."""
+
+    type = "stream_interrupted"
+    status = 502
+
+    def __init__(
+        self, message: str = "the stream was interrupted; resume it with /v1/jobs/<id>/events"
+    ) -> None:
+        super().__init__(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "code": self.type}
 
 
 class ServiceUnavailable(SluiceError):
@@ -72,18 +203,10 @@ class ServiceUnavailable(SluiceError):
         self.retry_after = retry_after
 
 
-PASSED_THROUGH_STATUSES = frozenset({400, 401, 403, 404, 409, 422, 429})
-RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
-
-
 class Overloaded(ServiceUnavailable):
     """Too many jobs are waiting; retry after ``retry_after`` seconds."""
 
     type = "overloaded"
-
-    def __init__(self, message: str, *, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class UpstreamError(SluiceError):
@@ -94,15 +217,9 @@ class UpstreamError(SluiceError):
     """
 
     type = "upstream_error"
-    default_status = 502
+    default_status: ClassVar[int] = 502
     # worth another try before any text was sent (429, 5xx, a connection error)
     retryable = False
-
-    @property
-    def status(self) -> int:  # type: ignore[override]
-        if self.upstream_status in PASSED_THROUGH_STATUSES:
-            return self.upstream_status
-        return self.default_status
 
     def __init__(
         self,
@@ -117,6 +234,7 @@ class UpstreamError(SluiceError):
         self.code = code
         self.upstream_type = upstream_type
         self.retry_after: float | None = None
+        self.status = _upstream_status(upstream_status, self.default_status)
         if upstream_status in RETRYABLE_STATUSES:
             self.retryable = True
 
@@ -161,7 +279,48 @@ class UpstreamProtocolError(UpstreamError):
     type = "upstream_protocol_error"
 
 
+class KeyVaultError(SluiceError):
+    """A stored user key cannot be decrypted (wrong server secret, or too old)."""
+
+    type = "upstream_key_unavailable"
+
+
 class WorkerLost(SluiceError):
     """The worker running the job died and the job could not be retried."""
 
     type = "worker_lost"
+
+
+def _upstream_status(upstream_status: int | None, default: int) -> int:
+    if upstream_status is not None and upstream_status in PASSED_THROUGH_STATUSES:
+        return upstream_status
+    return default
+
+
+def error_status(error: dict[str, Any]) -> int:
+    """The HTTP status for an error recorded in a job's ``error`` event (``to_dict()``
+    of one of the classes above): the upstream's own when it is about the request."""
+    cls = SluiceError.by_type.get(str(error.get("type", "")), InvalidRequest)
+    upstream_status = error.get("status")
+    if issubclass(cls, UpstreamError):
+        return _upstream_status(
+            upstream_status if isinstance(upstream_status, int) else None, cls.default_status
+        )
+    return cls.status
+
+
+def for_http_status(status: int, message: str) -> SluiceError:
+    """A framework's own HTTP error (no such route, wrong method, rate limit) as one of
+    the classes above."""
+    known: dict[int, type[SluiceError]] = {
+        401: Unauthorized,
+        404: NotFound,
+        405: MethodNotAllowed,
+        413: PayloadTooLarge,
+        415: UnsupportedMediaType,
+        429: RateLimited,
+    }
+    cls = known.get(status) or (InvalidRequest if status < 500 else SluiceError)
+    error = cls(message)
+    error.status = status
+    return error

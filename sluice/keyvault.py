@@ -14,13 +14,7 @@ import hashlib
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from sluice.errors import InvalidRequest, SluiceError
-
-
-class KeyVaultError(SluiceError):
-    """A stored key cannot be decrypted (wrong server secret, or too old)."""
-
-    type = "upstream_key_unavailable"
+from sluice.errors import InvalidRequest, KeyVaultError
 
 
 class KeyVault:

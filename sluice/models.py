@@ -20,7 +20,7 @@ class ModelInfo:
     encoding: str
     known: bool = True
     # OpenAI reasoning models (o-series, gpt-5): they take max_completion_tokens and
-    # refuse non-default sampling parameters (see sluice/params.py)
+    # refuse non-default sampling parameters (see gateway/upstream_params.py)
     reasoning: bool = False
 
 

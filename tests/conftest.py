@@ -2,7 +2,7 @@
 
 Redis is the real server (started if none answers). The worker is a real Celery process
 (gevent pool) and the gateway runs under gunicorn exactly as the Procfile runs it; the
-upstream is ``sluice.fake_upstream`` over real HTTP on 127.0.0.1. Each session uses its
+upstream is ``devtools.fake_upstream`` over real HTTP on 127.0.0.1. Each session uses its
 own key prefix and queue, so it never touches a developer's running instance.
 """
 
@@ -21,11 +21,11 @@ from typing import Any
 import httpx
 import pytest
 
-from sluice.devredis import RedisServer, ensure_redis
-from sluice.fake_upstream import FakeUpstream
-from sluice.jobs import JobStore
-from sluice.redis_conn import make_redis
+from devtools.fake_upstream import FakeUpstream
+from devtools.local_redis import RedisServer, ensure_redis
+from sluice.redis_client import make_redis
 from sluice.settings import Settings
+from sluice.store import JobStore
 from tests.support import (
     ROOT,
     ProcessLogs,

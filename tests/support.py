@@ -20,8 +20,8 @@ from httpx_sse import connect_sse
 from sluice.events import DELTA, TERMINAL_EVENTS, Event
 
 if TYPE_CHECKING:
-    from sluice.jobs import JobStore
     from sluice.settings import Settings
+    from sluice.store import JobStore
 
 ROOT = Path(__file__).resolve().parent.parent
 

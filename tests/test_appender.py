@@ -12,8 +12,9 @@ from prometheus_client import REGISTRY
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from sluice.errors import AttemptSuperseded, JobAlreadyEnded, JobGone
 from sluice.events import CANCELLED, Event
-from sluice.jobs import AttemptSuperseded, JobAlreadyEnded, JobGone, JobStore
+from sluice.store import JobStore
 from tests.support import delta, running_job
 from worker.appender import BatchedAppender
 from worker.pipelined import send_together

@@ -1,4 +1,4 @@
-"""Sluice's kombu transport (sluice/broker.py): one redis-py client per pool instead of one
+"""Sluice's kombu transport (sluice/task_queue.py): one redis-py client per pool instead of one
 per operation, and otherwise kombu's Redis transport, against the real Redis."""
 
 from __future__ import annotations
@@ -7,9 +7,8 @@ import secrets
 
 import pytest
 
-from sluice.broker import Channel, Transport
-from sluice.queue import make_celery
 from sluice.settings import Settings
+from sluice.task_queue import Channel, Transport, make_celery
 
 
 def test_celery_uses_it_and_it_reuses_one_client_per_pool(redis_url: str) -> None:

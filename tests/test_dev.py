@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sluice.dev import honcho_command
+from devtools.launcher import honcho_command
 from sluice.settings import Settings
 
 

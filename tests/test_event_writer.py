@@ -12,8 +12,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 import worker.appender
+from sluice.errors import AttemptSuperseded, JobAlreadyEnded
 from sluice.events import DONE, Event
-from sluice.jobs import AttemptSuperseded, JobAlreadyEnded, JobStore
+from sluice.store import JobStore
 from tests.support import delta, running_job, wait_until
 from worker.appender import BatchedAppender
 from worker.event_writer import EventWriter

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import requests
 
-from sluice.fake_upstream import (
+from devtools.fake_upstream import (
     FakeUpstream,
     expected_reasoning,
     expected_reply,
@@ -486,7 +486,7 @@ def test_cli_announces_demo_upstream() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sluice.fake_upstream", "--port", str(port), "--delay", "0"],
+        [sys.executable, "-m", "devtools.fake_upstream", "--port", str(port), "--delay", "0"],
         stderr=subprocess.PIPE,
         text=True,
     )

@@ -9,7 +9,7 @@ import pytest
 
 from gateway.feed import REPLAY_PAGE, JobFeed
 from sluice.events import DONE, Event
-from sluice.jobs import JobStore
+from sluice.store import JobStore
 from tests.support import delta, running_job
 
 

@@ -8,8 +8,8 @@ import time
 
 import redis
 
+from devtools.local_redis import RedisServer
 from gateway.hub import INBOX_LIMIT, INBOX_LIMIT_CHARS, Hub, Listener
-from sluice.devredis import RedisServer
 
 
 def new_hub(redis_url: str) -> tuple[Hub, redis.Redis, str]:

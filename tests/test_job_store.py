@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import redis
 
+from sluice.errors import AttemptSuperseded, JobAlreadyEnded, JobGone
 from sluice.events import CANCELLED, DELTA, DONE, STARTED, Event, fold
-from sluice.jobs import AttemptSuperseded, JobAlreadyEnded, JobGone, JobStore
+from sluice.store import JobStore
 
 
 def _new(store: JobStore, **kw: object) -> str:

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from sluice.jobs import JobStore
-from sluice.queue import enqueue_job, job_at_head, make_celery
-from sluice.redis_conn import make_redis
+from sluice.redis_client import make_redis
 from sluice.settings import Settings
+from sluice.store import JobStore
+from sluice.task_queue import enqueue_job, job_at_head, make_celery
 from worker.reaper import Reaper
 
 

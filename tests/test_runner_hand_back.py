@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from devtools.fake_upstream import FakeUpstream
 from sluice.events import Event
-from sluice.fake_upstream import FakeUpstream
-from sluice.jobs import JobStore
+from sluice.store import JobStore
 from worker.runner import JobRunner
 from worker.upstream import Upstream
 

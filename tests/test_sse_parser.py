@@ -1,4 +1,4 @@
-"""Specification tests for sluice.sse_parser (WHATWG event-stream parsing, incremental)."""
+"""Specification tests for sluice.sse_decoder (WHATWG event-stream parsing, incremental)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sluice.sse_parser import (
+from sluice.sse_decoder import (
     ServerSentEvent,
     SSEDecoder,
     SSEProtocolError,

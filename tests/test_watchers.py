@@ -10,9 +10,9 @@ import time
 import pytest
 import requests
 
+from devtools.fake_upstream import FakeUpstream
 from sluice.events import CANCELLED, Event
-from sluice.fake_upstream import FakeUpstream
-from sluice.jobs import JobStore
+from sluice.store import JobStore
 from tests.conftest import UPSTREAM_KEY
 from worker.watcher import JobWatchers
 

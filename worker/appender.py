@@ -1,7 +1,7 @@
 """Group commit for the event appends of every job a worker process runs.
 
 Each running job appends the deltas of every upstream read in one Lua call (``APPEND``:
-RPUSH to the log and PUBLISH, ``sluice.lua``). Sent one call per append, a worker with
+RPUSH to the log and PUBLISH, ``sluice.scripts``). Sent one call per append, a worker with
 100 streams makes 100 separate round trips, and each costs a send and a receive system
 call, a pool checkout and redis-py's bookkeeping: about 40 % of the worker's CPU at 100
 streams (py-spy), and the worker's CPU is what delays a delta when streams start in a
@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 import redis
 
 from sluice.events import Event
-from sluice.jobs import JobStore, append_result
 from sluice.metrics import APPEND_BATCH
+from sluice.store import JobStore, append_result
 from worker.pipelined import send_together
 
 log = logging.getLogger("sluice.worker")

@@ -15,13 +15,13 @@ from functools import lru_cache
 from celery.signals import worker_ready, worker_shutting_down
 
 from sluice.heap import freeze_startup_heap
-from sluice.jobs import JobStore
 from sluice.logs import configure_logging
 from sluice.metrics import serve_worker_metrics
 from sluice.presence import Presence
-from sluice.queue import RUN_JOB_TASK, enqueue_job, make_celery
-from sluice.redis_conn import make_redis
+from sluice.redis_client import make_redis
 from sluice.settings import Settings
+from sluice.store import JobStore
+from sluice.task_queue import RUN_JOB_TASK, enqueue_job, make_celery
 from worker.cooperative import cooperative_kombu_sleep
 from worker.reaper import Reaper
 from worker.runner import JobRunner

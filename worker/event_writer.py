@@ -29,8 +29,9 @@ import time
 
 import redis
 
+from sluice.errors import AttemptSuperseded
 from sluice.events import Event
-from sluice.jobs import AttemptSuperseded, append_result
+from sluice.store import append_result
 from worker.appender import (
     MAX_EVENTS_PER_APPEND,
     REPLY_TIMEOUT,

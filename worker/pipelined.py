@@ -6,7 +6,7 @@ import redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
-from sluice.jobs import ScriptCall
+from sluice.store import ScriptCall
 
 Command = ScriptCall | tuple[str, ...]
 

@@ -27,10 +27,10 @@ from collections.abc import Callable
 
 import redis
 
-from sluice.jobs import JobStore
 from sluice.logs import job_event
 from sluice.metrics import JOBS
-from sluice.queue import job_at_head
+from sluice.store import JobStore
+from sluice.task_queue import job_at_head
 
 log = logging.getLogger("sluice.worker.reaper")
 # sent at the same moment as the head's message, give or take the clocks of two gateways

@@ -29,15 +29,23 @@ import requests
 from celery.exceptions import Reject
 from gevent import monkey
 
-from sluice.errors import SluiceError, UpstreamError, UpstreamProtocolError
+from sluice.errors import (
+    AttemptSuperseded,
+    JobAlreadyEnded,
+    JobGone,
+    KeyVaultError,
+    SluiceError,
+    UpstreamError,
+    UpstreamProtocolError,
+)
 from sluice.events import DONE, ERROR, Event
-from sluice.jobs import AttemptSuperseded, Job, JobAlreadyEnded, JobGone, JobStore
-from sluice.keyvault import KeyVaultError, vault_for
+from sluice.keyvault import vault_for
 from sluice.logs import job_event
 from sluice.metrics import JOB_DURATION, JOBS, TIME_TO_FIRST_DELTA, TOKENS, UPSTREAM_ERRORS
 from sluice.models import lookup
 from sluice.settings import Settings
-from sluice.sse_parser import SSEDecoder, SSEProtocolError
+from sluice.sse_decoder import SSEDecoder, SSEProtocolError
+from sluice.store import Job, JobStore
 from sluice.tokens import count_text
 from sluice.upstream_errors import error_from_payload
 from worker.appender import BatchedAppender

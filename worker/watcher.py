@@ -25,7 +25,7 @@ from typing import Any
 
 import redis
 
-from sluice.jobs import RUNNING, JobStore
+from sluice.store import RUNNING, JobStore
 from worker.pipelined import Command, send_together
 from worker.upstream import socket_of
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from bench.chaos.faults import Fault
 from bench.chaos.load import Received, Session
-from sluice.fake_upstream import RecordedRequest, expected_reply
+from devtools.fake_upstream import RecordedRequest, expected_reply
 
 # error type -> the fault kinds that can explain it
 EXPLAINED_BY: dict[str, tuple[str, ...]] = {

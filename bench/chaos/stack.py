@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.procs import Proc, Processes, free_port, http_ok
-from sluice.devredis import RedisServer
-from sluice.fake_upstream import FakeUpstream
+from devtools.fake_upstream import FakeUpstream
+from devtools.local_redis import RedisServer
 
 log = logging.getLogger("bench.chaos")
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from sluice.fake_upstream import FakeUpstream, expected_reply
+from devtools.fake_upstream import FakeUpstream, expected_reply
 from tests.conftest import ARTIFACTS
 from tests.support import RestartableGateway as Gateway
 from tests.support import upstream_body
@@ -257,8 +257,8 @@ def test_the_view_follows_the_answer_unless_the_reader_scrolls_up(page: Page) ->
 
 def test_a_reset_event_discards_the_partial_answer(page: Page, settings) -> None:
     from sluice.events import DELTA, DONE, RESET, Event
-    from sluice.jobs import JobStore
-    from sluice.redis_conn import make_redis
+    from sluice.redis_client import make_redis
+    from sluice.store import JobStore
 
     store = JobStore(make_redis(settings), settings)
     job, _ = store.create(model="m", request={}, prompt_tokens=1, truncated_messages=0)

@@ -1,4 +1,4 @@
-"""``python -m sluice chat`` against the real stack: typing effect, stdin, Ctrl-C, resume."""
+"""``python -m sluice_cli chat`` against the real stack: typing effect, stdin, Ctrl-C, resume."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from sluice.fake_upstream import FakeUpstream, expected_reply
+from devtools.fake_upstream import FakeUpstream, expected_reply
 from tests.support import ROOT, RestartableGateway, upstream_body
 
 pytestmark = pytest.mark.integration
@@ -103,7 +103,7 @@ def test_a_dropped_connection_resumes_without_loss_or_repeat(
 
 def test_without_a_prompt_or_stdin_it_explains_itself() -> None:
     result = subprocess.run(
-        [sys.executable, "-c", "import sys; from sluice.cli import main; "
+        [sys.executable, "-c", "import sys; from sluice_cli.chat import main; "
          "sys.stdin.isatty = lambda: True; sys.exit(main(['chat']))"],
         cwd=ROOT, capture_output=True, text=True, timeout=30,
         env={**os.environ},

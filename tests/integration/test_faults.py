@@ -21,11 +21,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sluice.devredis import RedisServer
-from sluice.fake_upstream import FakeUpstream, expected_reply
-from sluice.jobs import JobStore
-from sluice.queue import RUN_JOB_TASK, make_celery
-from sluice.redis_conn import make_redis
+from devtools.fake_upstream import FakeUpstream, expected_reply
+from devtools.local_redis import RedisServer
+from sluice.redis_client import make_redis
+from sluice.store import JobStore
+from sluice.task_queue import RUN_JOB_TASK, make_celery
 from tests.conftest import ARTIFACTS, Stack
 from tests.support import (
     ProcessLogs,

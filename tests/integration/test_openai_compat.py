@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from sluice.fake_upstream import FakeUpstream, expected_reasoning, expected_reply
+from devtools.fake_upstream import FakeUpstream, expected_reasoning, expected_reply
 from tests.support import read_stream, text_of, upstream_body
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sluice.fake_upstream import FakeUpstream, expected_reply
+from devtools.fake_upstream import FakeUpstream, expected_reply
 from tests.conftest import Stack
 from tests.support import (
     ProcessLogs,

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from sluice.fake_upstream import FakeUpstream, expected_reasoning, expected_reply
+from devtools.fake_upstream import FakeUpstream, expected_reasoning, expected_reply
 from sluice.tokens import count_text
 from tests.support import Received, create_job, read_in_slices, read_stream, text_of, upstream_body
 
@@ -401,7 +401,7 @@ def test_idempotency_key_returns_the_same_job(client: httpx.Client) -> None:
 
 def test_finished_job_keys_expire(client: httpx.Client, settings) -> None:
     from sluice.keys import Keys
-    from sluice.redis_conn import make_redis
+    from sluice.redis_client import make_redis
 
     job, _events = run_job(client)
     keys, r = Keys(settings.key_prefix), make_redis(settings)

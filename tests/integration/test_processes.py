@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from sluice.fake_upstream import FakeUpstream, expected_reply
-from sluice.redis_conn import make_redis
+from devtools.fake_upstream import FakeUpstream, expected_reply
+from sluice.redis_client import make_redis
 from sluice.settings import Settings
 from tests.conftest import ROOT, start_gateway, start_worker
 from tests.support import (
@@ -97,7 +97,7 @@ def test_run_command_starts_redis_the_stack_and_a_labelled_demo_upstream(
     log_path.parent.mkdir(exist_ok=True)
     with log_path.open("wb") as out:
         launcher = subprocess.Popen(
-            [sys.executable, "-m", "sluice.dev"], cwd=ROOT, env=env, stdout=out,
+            [sys.executable, "-m", "devtools.launcher"], cwd=ROOT, env=env, stdout=out,
             stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:

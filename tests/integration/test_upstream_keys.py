@@ -7,7 +7,7 @@ import secrets
 import httpx
 import pytest
 
-from sluice.redis_conn import make_redis
+from sluice.redis_client import make_redis
 from sluice.settings import Settings
 from tests.conftest import UPSTREAM_KEY
 from tests.support import ProcessLogs, create_job, read_stream

@@ -1,7 +1,7 @@
 """A fake OpenAI-compatible upstream that reproduces real provider streams and their faults.
 
 Used as the upstream LLM by the integration tests, and as a clearly-labelled local *demo
-upstream* when Sluice runs without an OPENAI_API_KEY (``python -m sluice.fake_upstream``).
+upstream* when Sluice runs without an OPENAI_API_KEY (``python -m devtools.fake_upstream``).
 Standard library only, so it starts in milliseconds and cannot drift with a web framework.
 
 Endpoints: ``POST /v1/chat/completions`` (streaming and not), ``GET /v1/models``; anything
@@ -100,7 +100,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-log = logging.getLogger("sluice.fake_upstream")
+log = logging.getLogger("devtools.fake_upstream")
 
 DEFAULT_SCENARIO = "openai"
 DEMO_MODEL = "sluice-demo"
@@ -1376,7 +1376,7 @@ class FakeUpstream:
 def main(argv: list[str] | None = None) -> None:
     """Run the DEMO upstream in the foreground (what Sluice uses without OPENAI_API_KEY)."""
     parser = argparse.ArgumentParser(
-        prog="python -m sluice.fake_upstream",
+        prog="python -m devtools.fake_upstream",
         description="Sluice DEMO upstream: a fake OpenAI-compatible server that streams canned "
         "text. It is not a real LLM.",
     )

@@ -1,8 +1,8 @@
 """``make run``: the whole stack on one machine, for trying Sluice and for development.
 
 Starts what is missing, then the Procfile's processes under honcho:
-- a Redis server when nothing answers on ``REDIS_URL`` (see ``sluice.devredis``);
-- without ``OPENAI_API_KEY``, the DEMO upstream (``sluice.fake_upstream``), which streams
+- a Redis server when nothing answers on ``REDIS_URL`` (see ``devtools.local_redis``);
+- without ``OPENAI_API_KEY``, the DEMO upstream (``devtools.fake_upstream``), which streams
   canned answers so a newcomer sees the pipeline work; it says so in the logs and in
   ``GET /v1/models`` (``owned_by: sluice-demo-upstream``).
 """
@@ -17,12 +17,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sluice.devredis import ensure_redis
-from sluice.fake_upstream import FakeUpstream
+from devtools.fake_upstream import FakeUpstream
+from devtools.local_redis import ensure_redis
 from sluice.logs import configure_logging
 from sluice.settings import Settings
 
-log = logging.getLogger("sluice.dev")
+log = logging.getLogger("devtools.launcher")
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -2,7 +2,7 @@
 
 A job is a Redis hash (status, model, timestamps, the upstream request) plus an event
 log (a list; the event with id N is element N-1) and a pub/sub channel for live delivery.
-Every state change goes through one Lua script call (see ``sluice.lua``).
+Every state change goes through one Lua script call (see ``sluice.scripts``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,14 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
-from sluice import lua
-from sluice.errors import SluiceError, WorkerLost
+from sluice import scripts
+from sluice.errors import (
+    AttemptSuperseded,
+    JobAlreadyEnded,
+    JobGone,
+    SluiceError,
+    WorkerLost,
+)
 from sluice.events import CANCELLED, ERROR, TERMINAL_EVENTS, Event, Transcript, fold
 from sluice.keys import Keys
 from sluice.settings import Settings
@@ -26,18 +32,6 @@ from sluice.settings import Settings
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
 TERMINAL_STATUSES = frozenset({SUCCEEDED, FAILED, CANCELLED})
 STATUS_OF_TERMINAL_EVENT = {"done": SUCCEEDED, "error": FAILED, CANCELLED: CANCELLED}
-
-
-class JobGone(SluiceError):
-    """The job does not exist (never created, or expired)."""
-
-
-class JobAlreadyEnded(SluiceError):
-    """The job reached a terminal state; it takes no more events (e.g. it was cancelled)."""
-
-
-class AttemptSuperseded(SluiceError):
-    """A newer attempt owns the job; this writer must stop."""
 
 
 _APPEND_ERRORS: dict[int, type[SluiceError]] = {
@@ -121,12 +115,12 @@ class JobStore:
         self.redis = client
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
-        self._append = client.register_script(lua.APPEND)
-        self._claim = client.register_script(lua.CLAIM)
-        self._renew = client.register_script(lua.RENEW)
-        self._reap = client.register_script(lua.REAP)
-        self._release = client.register_script(lua.RELEASE)
-        self._withdraw = client.register_script(lua.WITHDRAW)
+        self._append = client.register_script(scripts.APPEND)
+        self._claim = client.register_script(scripts.CLAIM)
+        self._renew = client.register_script(scripts.RENEW)
+        self._reap = client.register_script(scripts.REAP)
+        self._release = client.register_script(scripts.RELEASE)
+        self._withdraw = client.register_script(scripts.WITHDRAW)
 
     # -- creating and reading -------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import redis
 
-log = logging.getLogger("sluice.devredis")
+log = logging.getLogger("devtools.local_redis")
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 

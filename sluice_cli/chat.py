@@ -1,8 +1,8 @@
-"""``python -m sluice chat``: a terminal client with the typing effect.
+"""``python -m sluice_cli chat``: a terminal client with the typing effect.
 
-    python -m sluice chat "Write a haiku about queues"
-    echo '[{"role": "user", "content": "Hi"}]' | python -m sluice chat --model gpt-4o
-    cat notes.txt | python -m sluice chat
+    python -m sluice_cli chat "Write a haiku about queues"
+    echo '[{"role": "user", "content": "Hi"}]' | python -m sluice_cli chat --model gpt-4o
+    cat notes.txt | python -m sluice_cli chat
 
 The answer streams to stdout as it is written; the job id, reconnects and the usage go to
 stderr, so stdout holds just the answer. Ctrl-C cancels the job on the server. A dropped
@@ -22,7 +22,7 @@ from typing import Any, TextIO
 import requests
 
 from sluice.events import parse_event_id
-from sluice.sse_parser import SSEDecoder
+from sluice.sse_decoder import SSEDecoder
 
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
@@ -36,7 +36,7 @@ def read_messages(prompt: str | None, stdin: TextIO, system: str | None) -> list
     """The conversation: the prompt argument, or stdin (JSON messages or plain text)."""
     if prompt is None or prompt == "-":
         if stdin.isatty():
-            raise ChatError('give a prompt: python -m sluice chat "…" (or pipe one in)')
+            raise ChatError('give a prompt: python -m sluice_cli chat "…" (or pipe one in)')
         text = stdin.read()
         try:
             parsed = json.loads(text)
@@ -161,7 +161,7 @@ def format_usage(terminal: dict[str, Any]) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="python -m sluice", description=__doc__.split("\n")[0])
+    root = argparse.ArgumentParser(prog="python -m sluice_cli", description=__doc__.split("\n")[0])
     commands = root.add_subparsers(dest="command", required=True)
     chat = commands.add_parser("chat", help="stream an answer to the terminal")
     chat.add_argument("prompt", nargs="?", help="the message (default: read stdin)")
