@@ -19,9 +19,8 @@ from sluice.errors import InvalidRequest, NotFound
 from sluice.events import parse_event_id
 from sluice.logs import job_event
 from sluice.metrics import JOBS
-from sluice.models import lookup
 from sluice.store import Job
-from sluice.tokens import count_text
+from sluice.tokens import estimate_usage
 
 bp = Blueprint("jobs", __name__)
 log = logging.getLogger("sluice.gateway")
@@ -164,14 +163,9 @@ def cancel_job(job_id: str):  # type: ignore[no-untyped-def]
     job = _job_or_404(job_id)
     if not job.ended:
         transcript = store.transcript(job.id)
-        encoding = lookup(job.model, services().settings.default_context_window).encoding
-        completion = sum(count_text(text, encoding) for text in transcript.texts())
-        usage = {
-            "prompt_tokens": job.prompt_tokens,
-            "completion_tokens": completion,
-            "total_tokens": job.prompt_tokens + completion,
-        }
+        window = services().settings.default_context_window
+        usage = estimate_usage(job.prompt_tokens, transcript.texts(), job.model, window)
         job = store.cancel(job.id, usage)
-        job_event(log, "job.cancelled", job.id, completion_tokens=completion)
+        job_event(log, "job.cancelled", job.id, completion_tokens=usage["completion_tokens"])
         JOBS.labels("cancelled").inc()
     return jsonify(snapshot(job))

@@ -18,6 +18,7 @@ route answers with it). Nothing else builds an error body by hand.
     ├── JobStopped                   job_stopped                409  (a writer must stop)
     │   ├── JobAlreadyEnded          job_ended                  409
     │   └── AttemptSuperseded        attempt_superseded         409
+    │       └── OutOfSequence        out_of_sequence            409
     ├── JobCancelled                 cancelled                  409
     ├── RateLimited                  rate_limited               429
     ├── StreamReset                  stream_reset               502
@@ -139,6 +140,13 @@ class AttemptSuperseded(JobStopped):
     """A newer attempt owns the job (or the log moved on without this writer)."""
 
     type = "attempt_superseded"
+
+
+class OutOfSequence(AttemptSuperseded):
+    """The log does not end where this write expected: an earlier write of this attempt
+    was lost (send it again), or the log moved on without it."""
+
+    type = "out_of_sequence"
 
 
 class JobCancelled(SluiceError):

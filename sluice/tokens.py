@@ -26,7 +26,7 @@ from typing import Any
 import tiktoken
 
 from sluice.errors import ContextLengthExceeded
-from sluice.models import ModelInfo
+from sluice.models import ModelInfo, lookup
 
 _BLOB = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
 BUNDLED_ENCODINGS = ("cl100k_base", "o200k_base")
@@ -164,3 +164,18 @@ def fit_to_context(
         )
     kept = [m for m, k in zip(messages, keep, strict=True) if k]
     return FittedPrompt(kept, total, len(messages) - len(kept))
+
+
+def estimate_usage(
+    prompt_tokens: int, texts: Sequence[str], model: str, default_context_window: int
+) -> dict[str, int]:
+    """Usage counted here, for a job the upstream gave no count for (or one that was
+    cancelled): the prompt as counted at submission, the answer's texts with the model's
+    encoding."""
+    encoding = lookup(model, default_context_window).encoding
+    completion = sum(count_text(text, encoding) for text in texts)
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion,
+        "total_tokens": prompt_tokens + completion,
+    }
