@@ -70,7 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--interval", type=float, default=0.02, help="seconds between deltas")
     p.add_argument(
         "--shared-subscriber", choices=("0", "1", "both"), default="both",
-        help="Sluice rows with SLUICE_SHARED_SUBSCRIBER=0, =1, or both (default)",
+        help="Sluice rows with one pub/sub connection per stream (0: bench.per_stream_gateway), "
+        "per process (1), or both (default)",
     )  # fmt: skip
     p.add_argument(
         "--requests", choices=("1", "2", "both"), default="both",

@@ -2,7 +2,8 @@
 
 * ``sluice``: the Procfile's ``web`` (gunicorn, gevent, ``WEB_CONCURRENCY=1``) and one
   Celery worker (gevent pool, ``--concurrency 1000``), with the environment
-  ``tests/support.py:stack_env`` gives a stack, plus ``SLUICE_SHARED_SUBSCRIBER``; its
+  ``tests/support.py:stack_env`` gives a stack; with ``shared=0`` the gateway is
+  ``bench.per_stream_gateway`` (one pub/sub connection per stream, the "before"). Its
   client makes one request per stream or two (``Variant.requests``).
 * ``direct``: ``bench.direct_proxy`` under the same gunicorn config; no worker.
 * ``flask-sse``: ``bench.flask_sse_app`` under the same gunicorn config and a Celery
@@ -29,6 +30,7 @@ GATEWAY_APPS = {
     "direct": "bench.direct_proxy:app",
     "flask-sse": "bench.flask_sse_app:app",
 }
+PER_STREAM_GATEWAY = "bench.per_stream_gateway:app"  # Sluice with shared=0
 WORKER_APPS = {"sluice": "worker.celery_app", "flask-sse": "bench.flask_sse_worker"}
 READY_PATHS = {"sluice": "/readyz", "direct": "/healthz", "flask-sse": "/healthz"}
 
@@ -99,8 +101,6 @@ def _env(variant: Variant, ctx: Context, port: int) -> dict[str, str]:
             SLUICE_QUEUE=f"{name}-q",
             SLUICE_MAX_QUEUED="100000",
         )
-        if variant.shared_subscriber is not None:
-            env["SLUICE_SHARED_SUBSCRIBER"] = variant.shared_subscriber
     elif variant.system == "flask-sse":
         env["BENCH_FLASK_SSE_QUEUE"] = f"{name}-q"
     env.update(ctx.extra_env)
@@ -131,9 +131,12 @@ def start_stack(variant: Variant, ctx: Context, procs: Processes) -> Stack:
             f"{variant.slug}-worker", _worker_cmd(variant, env, ctx), env, ROOT,
             stop_signal=signal.SIGQUIT,  # cold shutdown: nothing left worth waiting for
         )  # fmt: skip
+    app = GATEWAY_APPS[variant.system]
+    if variant.shared_subscriber == "0":
+        app = PER_STREAM_GATEWAY
     gunicorn = [
         sys.executable, "-m", "gunicorn", "--no-control-socket", "--config", "gunicorn.conf.py",
-        GATEWAY_APPS[variant.system],
+        app,
     ]  # fmt: skip
     gateway = procs.start(
         f"{variant.slug}-gateway", gunicorn, env, ROOT,

@@ -22,12 +22,12 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from typing import Final
+from collections.abc import Callable, Iterator
+from typing import Final, Protocol
 
 import redis
 
-from gateway.hub import Hub, Listener
+from gateway.hub import Hub
 from sluice.events import TERMINAL_EVENTS, entry_type, parse_message
 from sluice.store import JobStore
 
@@ -55,17 +55,30 @@ def drain() -> None:
 Item = tuple[int, str] | _Heartbeat
 
 
+class Inbox(Protocol):
+    """One feed's subscription to its job's channel (``gateway.hub.Listener``)."""
+
+    stale: bool  # messages were dropped: re-read the log
+
+    def get(self, timeout: float) -> list[str] | None: ...
+
+    def close(self) -> None: ...
+
+
+Subscribe = Callable[[str], Inbox]  # channel -> an inbox, once Redis confirmed it
+
+
 class JobFeed:
     def __init__(
-        self, store: JobStore, job_id: str, after: int, heartbeat: float, hub: Hub | None = None
+        self, store: JobStore, job_id: str, after: int, heartbeat: float, subscribe: Subscribe
     ) -> None:
         self.store = store
-        self.hub = hub
+        self.subscribe = subscribe
         self.job_id = job_id
         self.last = after
         self.heartbeat = heartbeat
         self.finished = False
-        self._inbox: Listener | OwnSubscription | None = None
+        self._inbox: Inbox | None = None
 
     def open(self) -> JobFeed:
         """Step 1 now: subscribe (idempotent). A route that starts the job itself calls
@@ -73,12 +86,9 @@ class JobFeed:
         self._subscription()
         return self
 
-    def _subscription(self) -> Listener | OwnSubscription:
+    def _subscription(self) -> Inbox:
         if self._inbox is None:
-            channel = self.store.keys.channel(self.job_id)
-            self._inbox = (
-                self.hub.subscribe(channel) if self.hub else OwnSubscription(self.store, channel)
-            )
+            self._inbox = self.subscribe(self.store.keys.channel(self.job_id))
         return self._inbox
 
     def close(self) -> None:
@@ -154,29 +164,3 @@ class JobFeed:
             raise
         finally:
             self.close()
-
-
-class OwnSubscription:
-    """A Redis pub/sub connection of one client's own (``SLUICE_SHARED_SUBSCRIBER=0``)."""
-
-    def __init__(self, store: JobStore, channel: str) -> None:
-        self.stale = False
-        self.pubsub = store.redis.pubsub()
-        self.pubsub.subscribe(channel)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            message = self.pubsub.get_message(timeout=deadline - time.monotonic())
-            if message is not None and message["type"] == "subscribe":
-                return
-        self.pubsub.close()
-        raise redis.TimeoutError("no subscription confirmation from Redis")
-
-    def get(self, timeout: float) -> list[str] | None:
-        # wake at least every second: a draining process must notice
-        message = self.pubsub.get_message(timeout=min(timeout, 1.0))
-        if message is not None and message["type"] == "message":
-            return [message["data"]]
-        return None
-
-    def close(self) -> None:
-        self.pubsub.close()

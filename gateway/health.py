@@ -39,12 +39,11 @@ def readyz():  # type: ignore[no-untyped-def]
                            "limit": limit}  # fmt: skip
     except redis.RedisError as exc:
         checks["redis"] = {"status": "failing", "error": type(exc).__name__}
-    if svc.hub is not None:
-        checks["subscriber"] = (
-            {"status": "ok"}
-            if svc.hub.healthy
-            else {"status": "failing", "error": (svc.hub.last_error or "").split(":")[0]}
-        )
+    checks["subscriber"] = (
+        {"status": "ok"}
+        if svc.hub.healthy
+        else {"status": "failing", "error": (svc.hub.last_error or "").split(":")[0]}
+    )
     ready = all(check["status"] == "ok" for check in checks.values())
     body = {"status": "ok" if ready else "unavailable", "checks": checks}
     return jsonify(body), 200 if ready else 503

@@ -12,7 +12,7 @@ from redis.retry import Retry
 
 from gateway.access import AccessControl
 from gateway.admission import SubmissionGate
-from gateway.feed import JobFeed
+from gateway.feed import JobFeed, Subscribe
 from gateway.hub import Hub
 from sluice.keyvault import KeyVault, vault_for
 from sluice.redis_client import make_redis
@@ -29,26 +29,27 @@ class Services:
     celery: Celery
     vault: KeyVault | None
     access: AccessControl
-    hub: Hub | None
+    hub: Hub
     submissions: SubmissionGate
+    subscribe: Subscribe  # how a feed subscribes to its job's channel: through the hub
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
         client = make_redis(settings)
         vault = vault_for(settings.secret_key, settings.max_job_age)
         store = JobStore(client, settings)
-        hub = None
-        if settings.shared_subscriber:
-            # no health-check PINGs: the hub's one reader must be the only one on its
-            # socket; no retries: the hub reconnects itself, and marks listeners stale
-            hub_client = make_redis(settings, health_check_interval=0, retry=Retry(NoBackoff(), 0))
-            hub = Hub(hub_client, f"{settings.key_prefix}:hub")
+        # no health-check PINGs: the hub's one reader must be the only one on its socket;
+        # no retries: the hub reconnects itself, and marks listeners stale
+        hub_client = make_redis(settings, health_check_interval=0, retry=Retry(NoBackoff(), 0))
+        hub = Hub(hub_client, f"{settings.key_prefix}:hub")
         access = AccessControl(settings)
         gate = SubmissionGate(settings.submit_concurrency)
-        return cls(settings, client, store, make_celery(settings), vault, access, hub, gate)
+        celery = make_celery(settings)
+        return cls(settings, client, store, celery, vault, access, hub, gate, hub.subscribe)
 
     def feed(self, job_id: str, after: int) -> JobFeed:
-        return JobFeed(self.store, job_id, after, self.settings.heartbeat_interval, self.hub)
+        heartbeat = self.settings.heartbeat_interval
+        return JobFeed(self.store, job_id, after, heartbeat, self.subscribe)
 
 
 def services() -> Services:

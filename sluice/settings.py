@@ -79,9 +79,6 @@ class Settings:
     rate_limit: str = ""
     # Origins allowed to call the API from a browser (CORS), comma-separated, or "*".
     cors_origins: tuple[str, ...] = ()
-    # One Redis pub/sub connection per gateway process for all its streams (1), or one per
-    # stream (0, for comparison in the benchmark).
-    shared_subscriber: bool = True
     # Reverse proxies in front of the gateway whose X-Forwarded-* headers are trusted.
     proxy_hops: int = 0
     # Jobs waiting in the queue beyond which new ones are refused (503 + Retry-After).
@@ -139,7 +136,6 @@ class Settings:
             "rate_limit": _env("SLUICE_RATE_LIMIT", ""),
             "cors_origins": _list("SLUICE_CORS_ORIGINS"),
             "proxy_hops": _int("SLUICE_PROXY_HOPS", 0),
-            "shared_subscriber": _env("SLUICE_SHARED_SUBSCRIBER", "1") != "0",
         }
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known

@@ -115,12 +115,12 @@ def start_worker(
 
 
 def start_gateway(
-    settings: Settings, logs: ProcessLogs, name: str = "gateway"
+    settings: Settings, logs: ProcessLogs, name: str = "gateway", app: str = "gateway.wsgi:app"
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     cmd = [
         sys.executable, "-m", "gunicorn", "--no-control-socket", "--config", "gunicorn.conf.py",
-        "gateway.wsgi:app",
+        app,
     ]  # fmt: skip
     env = stack_env(settings, PORT=str(port), WEB_CONCURRENCY="2", SLUICE_ACCESS_LOG="0")
     process, log_path = logs.start(name, cmd, env, cwd=ROOT)

@@ -53,7 +53,6 @@ def stack_env(settings: Settings, **extra: str) -> dict[str, str]:
         SLUICE_ACCESS_KEYS=",".join(settings.access_keys),
         SLUICE_RATE_LIMIT=settings.rate_limit,
         SLUICE_CORS_ORIGINS=",".join(settings.cors_origins),
-        SLUICE_SHARED_SUBSCRIBER="1" if settings.shared_subscriber else "0",
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)

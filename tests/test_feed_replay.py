@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from gateway.feed import REPLAY_PAGE, JobFeed
+from gateway.hub import Hub
 from sluice.events import DONE, Event
 from sluice.store import JobStore
 from tests.support import delta, running_job
@@ -32,7 +33,8 @@ def test_a_long_log_is_replayed_a_page_at_a_time_without_gaps_or_repeats(
         return page
 
     monkeypatch.setattr(store, "read_events", recording)
-    feed = JobFeed(store, job_id, after=5, heartbeat=5)
+    hub = Hub(store.redis, f"{store.keys.prefix}:hub")
+    feed = JobFeed(store, job_id, after=5, heartbeat=5, subscribe=hub.subscribe)
     ids = [item[0] for item in feed if isinstance(item, tuple)]
     assert ids == list(range(6, deltas + 3))  # through `done`, each once
     assert feed.finished

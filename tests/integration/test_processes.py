@@ -127,9 +127,9 @@ def test_run_command_starts_redis_the_stack_and_a_labelled_demo_upstream(
 def test_streams_relay_with_a_redis_connection_per_client_too(
     settings: Settings, process_logs: ProcessLogs, worker: object, upstream: FakeUpstream
 ) -> None:
-    """SLUICE_SHARED_SUBSCRIBER=0 (the benchmark's "before") still relays exactly."""
+    """The benchmark's "before" (bench/per_stream_gateway.py) still streams exactly."""
     _process, url = start_gateway(
-        settings.with_(shared_subscriber=False), process_logs, name="gateway-own-sub"
+        settings, process_logs, name="gateway-own-sub", app="bench.per_stream_gateway:app"
     )
     prompt = f"own subscriber {secrets.token_hex(4)}"
     with httpx.Client(base_url=url, timeout=30) as client:
