@@ -22,7 +22,9 @@ from sluice.errors import (
     AttemptSuperseded,
     JobAlreadyEnded,
     JobGone,
-    SluiceError,
+    JobStopped,
+    NotFound,
+    OutOfSequence,
     WorkerLost,
 )
 from sluice.events import CANCELLED, ERROR, TERMINAL_EVENTS, Event, Transcript, fold
@@ -34,11 +36,12 @@ TERMINAL_STATUSES = frozenset({SUCCEEDED, FAILED, CANCELLED})
 STATUS_OF_TERMINAL_EVENT = {"done": SUCCEEDED, "error": FAILED, CANCELLED: CANCELLED}
 
 
-_APPEND_ERRORS: dict[int, type[SluiceError]] = {
+# APPEND's negative replies (``sluice.scripts``), the one place they are decoded
+_APPEND_REFUSALS: dict[int, type[NotFound | JobStopped]] = {
     -1: JobGone,
     -2: JobAlreadyEnded,
     -3: AttemptSuperseded,
-    -4: AttemptSuperseded,  # the log moved on without this writer
+    -4: OutOfSequence,  # the log does not end where the write expected
 }
 
 
@@ -53,10 +56,14 @@ class ScriptCall:
 
 def append_result(job_id: str, result: object) -> int:
     """The id of the last appended event, from the APPEND script's reply; raises the
-    refusal (``JobGone``, ``JobAlreadyEnded``, ``AttemptSuperseded``) it stands for."""
-    last = int(result)  # type: ignore[call-overload]
+    refusal it stands for: ``JobGone``, ``JobAlreadyEnded``, ``AttemptSuperseded``, or
+    ``OutOfSequence`` (an ``AttemptSuperseded``: a writer that sends again after a lost
+    reply tells "an earlier write was lost" from "the log moved on" by catching it)."""
+    if not isinstance(result, int | str | bytes):
+        raise TypeError(f"job {job_id}: APPEND replied {result!r}, not an integer")
+    last = int(result)
     if last < 0:
-        raise _APPEND_ERRORS[last](f"job {job_id}: event refused ({last})")
+        raise _APPEND_REFUSALS[last](f"job {job_id}: event refused ({last})")
     return last
 
 
@@ -262,9 +269,8 @@ class JobStore:
         A terminal event as the last element ends the job: its status is set and its keys
         get the finished-job TTL. ``expect_last`` (with ``attempt``) is the id of the last
         event this writer knows of: a retried call whose first try was applied returns the
-        same ids instead of writing twice. Raises ``JobGone``, ``JobAlreadyEnded`` or
-        ``AttemptSuperseded`` when the write is refused. ``options`` are those of
-        ``append_call``.
+        same ids instead of writing twice. Raises the refusal ``append_result`` decodes
+        when the write is refused. ``options`` are those of ``append_call``.
         """
         call = self.append_call(job_id, events, **options)
         return append_result(job_id, self._append(keys=call.keys, args=call.args))

@@ -29,9 +29,8 @@ import time
 
 import redis
 
-from sluice.errors import AttemptSuperseded
+from sluice.errors import AttemptSuperseded, OutOfSequence
 from sluice.events import Event
-from sluice.store import append_result
 from worker.appender import (
     MAX_EVENTS_PER_APPEND,
     REPLY_TIMEOUT,
@@ -40,7 +39,6 @@ from worker.appender import (
 )
 
 log = logging.getLogger("sluice.worker")
-OUT_OF_SEQUENCE = -4  # APPEND's reply when the log does not end where the write expects
 
 
 class _Outcome(enum.Enum):
@@ -145,13 +143,12 @@ class EventWriter:
     def _outcome(self, pending: PendingAppend) -> _Outcome:
         """What a finished (or timed-out) write says; raises a refusal or a Redis error
         that is not a lost connection."""
-        if not pending.done.is_set() or isinstance(
-            pending.error, (redis.ConnectionError, redis.TimeoutError)
-        ):
+        if not pending.done.is_set():
             return _Outcome.LOST
-        if pending.error is not None:
-            raise pending.error
-        if pending.reply == OUT_OF_SEQUENCE:
+        try:
+            pending.result()  # raises its Redis error, or the refusal its reply stands for
+        except (redis.ConnectionError, redis.TimeoutError):
+            return _Outcome.LOST
+        except OutOfSequence:
             return _Outcome.BEHIND
-        append_result(self.job_id, pending.reply)  # raises JobGone, JobAlreadyEnded, ...
         return _Outcome.LANDED
