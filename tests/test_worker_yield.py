@@ -8,16 +8,16 @@ from tests.support import json_from_child
 SCRIPT = """
 from gevent import monkey; monkey.patch_all()
 import json, time, gevent
-from worker.runner import yield_to_running_streams
+from worker.gevent_tuning import yield_to_running_streams
 
 out = {}
 t = time.monotonic(); yield_to_running_streams(); out["idle_loop_s"] = time.monotonic() - t
 
 order = []
-def relay(n):  # stands for a stream's greenlet, woken by a delta
+def stream(n):  # stands for a stream's greenlet, woken by a delta
     order.append(f"delta{n}")
 for n in range(3):
-    gevent.spawn(relay, n)
+    gevent.spawn(stream, n)
 yield_to_running_streams()
 order.append("start")
 out["order"] = order
@@ -45,7 +45,7 @@ def test_a_start_waits_for_pending_events_but_never_much_longer_than_its_bound()
 def test_outside_gevent_there_is_nothing_to_wait_for() -> None:
     import time
 
-    from worker.runner import yield_to_running_streams
+    from worker.gevent_tuning import yield_to_running_streams
 
     started = time.monotonic()
     yield_to_running_streams(5.0)  # pytest's process is not patched: returns at once

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
-from collections.abc import Callable
 from functools import lru_cache
 
 from celery.signals import worker_ready, worker_shutting_down
@@ -22,7 +20,7 @@ from sluice.redis_client import make_redis
 from sluice.settings import Settings
 from sluice.store import JobStore
 from sluice.task_queue import RUN_JOB_TASK, enqueue_job, make_celery
-from worker.cooperative import cooperative_kombu_sleep
+from worker.gevent_tuning import cooperative_kombu_sleep, spawn
 from worker.reaper import Reaper
 from worker.runner import JobRunner
 from worker.upstream import Upstream
@@ -96,17 +94,4 @@ def _leave(**_kwargs: object) -> None:
         handed = runner().hand_back_all()
         log.info("shutting down: handed %d running job(s) back", handed)
 
-    _spawn(hand_back)
-
-
-def _spawn(function: Callable[[], None]) -> None:
-    """Run ``function`` soon, without blocking: under gevent, ``Thread.start()`` itself
-    waits on an event, which the event loop's callback may not do."""
-    try:
-        from gevent import monkey, spawn
-    except ImportError:  # pragma: no cover - gevent is a dependency
-        monkey = None
-    if monkey is not None and monkey.is_module_patched("threading"):
-        spawn(function)
-    else:
-        threading.Thread(target=function, name="sluice-hand-back").start()
+    spawn(hand_back, name="sluice-hand-back")

@@ -23,11 +23,9 @@ import random
 import time
 from typing import Any
 
-import gevent
 import redis
 import requests
 from celery.exceptions import Reject
-from gevent import monkey
 
 from sluice.errors import (
     AttemptSuperseded,
@@ -51,28 +49,11 @@ from sluice.upstream_errors import error_from_payload
 from worker.appender import BatchedAppender
 from worker.chunks import ChunkReader
 from worker.event_writer import EventWriter
+from worker.gevent_tuning import yield_to_running_streams
 from worker.upstream import Upstream, map_read_error, recycle
 from worker.watcher import JobWatcher, JobWatchers
 
 log = logging.getLogger("sluice.worker")
-START_YIELD = 0.05  # seconds a job start lets pending stream events go first, at most
-
-
-def yield_to_running_streams(limit: float = START_YIELD) -> None:
-    """Let the events already pending in this process (deltas of running streams) go
-    first, for at most ``limit`` seconds.
-
-    ``gevent.idle()`` returns once the event loop has nothing else to run. Starting a job
-    (Celery's message, the claim, a new upstream request) costs far more CPU than
-    relaying a delta; without this, a burst of starts runs between a delta's arrival and
-    its append. The bound keeps starts from starving under sustained load. Outside a
-    gevent worker (threads, prefork) there is nothing to yield to.
-    """
-    if not monkey.is_module_patched("socket"):
-        return
-    with gevent.Timeout(limit, False):
-        gevent.idle()
-
 
 _STOPPED = (JobAlreadyEnded, JobGone, AttemptSuperseded)
 
