@@ -16,7 +16,7 @@ from sluice.errors import AttemptSuperseded, JobAlreadyEnded, JobGone
 from sluice.events import CANCELLED, Event
 from sluice.store import JobStore
 from tests.support import delta, running_job
-from worker.appender import BatchedAppender
+from worker.event_log import EventLog
 from worker.pipelined import send_together
 
 
@@ -28,7 +28,7 @@ def _batches() -> tuple[float, float]:
 
 
 def test_concurrent_jobs_share_round_trips_and_keep_their_own_order(store: JobStore) -> None:
-    appender = BatchedAppender(store)
+    event_log = EventLog(store, outage_tolerance=5.0)
     jobs = [running_job(store) for _ in range(20)]
     per_job = 15
     before = _batches()
@@ -40,7 +40,7 @@ def test_concurrent_jobs_share_round_trips_and_keep_their_own_order(store: JobSt
             last = 1
             go.wait()
             for n in range(per_job):
-                last = appender.append(job_id, delta(f"{n},"), attempt=1, expect_last=last)
+                last = event_log.append(job_id, delta(f"{n},"), attempt=1, expect_last=last)
                 assert last == n + 2
         except BaseException as exc:  # reported below
             errors.append(exc)
@@ -65,7 +65,7 @@ def test_concurrent_jobs_share_round_trips_and_keep_their_own_order(store: JobSt
 def test_each_caller_gets_its_own_refusal_and_the_rest_of_the_batch_is_written(
     store: JobStore,
 ) -> None:
-    appender = BatchedAppender(store)
+    event_log = EventLog(store, outage_tolerance=5.0)
     ok, cancelled, superseded = running_job(store), running_job(store), running_job(store)
     store.append(cancelled, [Event(CANCELLED, {"usage": None})])
     store.redis.hset(store.keys.job(superseded), "attempt", 2)  # a newer attempt owns it
@@ -73,7 +73,7 @@ def test_each_caller_gets_its_own_refusal_and_the_rest_of_the_batch_is_written(
 
     def attempt(name: str, job_id: str) -> None:
         try:
-            outcomes[name] = appender.append(job_id, delta("x"), attempt=1, expect_last=1)
+            outcomes[name] = event_log.append(job_id, delta("x"), attempt=1, expect_last=1)
         except Exception as exc:
             outcomes[name] = type(exc)
 
@@ -101,33 +101,33 @@ def test_each_caller_gets_its_own_refusal_and_the_rest_of_the_batch_is_written(
 
 
 def test_a_retried_append_is_not_written_twice(store: JobStore) -> None:
-    appender = BatchedAppender(store)
+    event_log = EventLog(store, outage_tolerance=5.0)
     job_id = running_job(store)
-    assert appender.append(job_id, delta("a"), attempt=1, expect_last=1) == 2
+    assert event_log.append(job_id, delta("a"), attempt=1, expect_last=1) == 2
     # the caller did not get the reply and sends the same append again
-    assert appender.append(job_id, delta("a"), attempt=1, expect_last=1) == 2
+    assert event_log.append(job_id, delta("a"), attempt=1, expect_last=1) == 2
     assert store.transcript(job_id).texts() == ["a"]
 
 
 def test_appends_survive_redis_forgetting_the_script(store: JobStore) -> None:
-    appender = BatchedAppender(store)
+    event_log = EventLog(store, outage_tolerance=5.0)
     job_id = running_job(store)
     store.redis.script_flush()  # as after a Redis restart
-    assert appender.append(job_id, delta("a"), attempt=1, expect_last=1) == 2
+    assert event_log.append(job_id, delta("a"), attempt=1, expect_last=1) == 2
     assert store.transcript(job_id).texts() == ["a"]
 
 
-def test_an_unreachable_redis_fails_the_append_and_the_appender_lives_on(
+def test_an_unreachable_redis_fails_the_append_and_the_event_log_lives_on(
     store: JobStore,
 ) -> None:
     settings = store.settings
     dead = JobStore(redis.Redis(port=1, retry=Retry(NoBackoff(), 0)), settings)
-    appender = BatchedAppender(dead)
+    event_log = EventLog(dead, outage_tolerance=5.0)
     started = time.monotonic()
     with pytest.raises(redis.ConnectionError):
-        appender.append("job_x", delta("a"), attempt=1, expect_last=1)
+        event_log.append("job_x", delta("a"), attempt=1, expect_last=1)
     with pytest.raises(redis.ConnectionError):  # the flusher is still there to answer
-        appender.append("job_x", delta("b"), attempt=1, expect_last=1)
+        event_log.append("job_x", delta("b"), attempt=1, expect_last=1)
     assert time.monotonic() - started < 5
 
 

@@ -11,18 +11,16 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-import worker.appender
+import worker.event_log
 from sluice.errors import AttemptSuperseded, JobAlreadyEnded
 from sluice.events import DONE, Event
 from sluice.store import JobStore
 from tests.support import delta, running_job, wait_until
-from worker.appender import BatchedAppender
-from worker.event_writer import EventWriter
+from worker.event_log import AttemptWriter, EventLog
 
 
-def _writer(store: JobStore, job_id: str, **options: float) -> EventWriter:
-    options.setdefault("outage_tolerance", 5.0)
-    return EventWriter(BatchedAppender(store), job_id, 1, 1, **options)  # type: ignore[arg-type]
+def _writer(store: JobStore, job_id: str, outage_tolerance: float = 5.0) -> AttemptWriter:
+    return EventLog(store, outage_tolerance=outage_tolerance).writer(job_id, 1, 1)
 
 
 def _assert_log(store: JobStore, job_id: str, texts: list[str]) -> None:
@@ -47,7 +45,7 @@ def test_writes_do_not_wait_for_replies_and_join_while_the_line_is_busy(
     assert store.redis.llen(store.keys.events(job_id)) == 1  # none has landed yet
     # the writes made while an append waits for the line join it
     assert writer.unconfirmed <= 2
-    writer.write([Event(DONE, {"usage": None})], flush=True)  # waits for all of them
+    writer.write_and_wait([Event(DONE, {"usage": None})])  # waits for all of them
     assert writer.unconfirmed == 0
     _assert_log(store, job_id, [f"{n}," for n in range(10)])
     job = store.get(job_id)
@@ -69,14 +67,14 @@ def test_a_storm_of_writes_is_split_into_appends_redis_can_run(store: JobStore) 
     for text in texts[:9000]:
         writer.write(delta(text))  # these join while the line is busy
     writer.write([event for text in texts[9000:] for event in delta(text)])  # one big read
-    writer.write([Event(DONE, {"usage": None})], flush=True)
+    writer.write_and_wait([Event(DONE, {"usage": None})])
     _assert_log(store, job_id, texts)
 
 
 def test_a_refusal_is_raised_by_a_later_write_or_flush(store: JobStore) -> None:
     job_id = running_job(store)
     writer = _writer(store, job_id)
-    writer.write(delta("a"), flush=True)
+    writer.write_and_wait(delta("a"))
     store.cancel(job_id, usage=None)  # the user cancels while the job streams
     writer.write(delta("b"))  # handed over; its refusal comes back later
     with pytest.raises(JobAlreadyEnded):
@@ -112,7 +110,7 @@ def test_lost_round_trips_are_sent_again_without_loss_or_repeat(
 ) -> None:
     job_id = running_job(store)
     writer = _writer(store, job_id)
-    real_send = worker.appender.send_together
+    real_send = worker.event_log.send_together
     sent: list[int] = []  # the number of events in each round trip attempted
 
     def faulty_send(client: redis.Redis, calls: list[object]) -> list[object]:
@@ -122,13 +120,13 @@ def test_lost_round_trips_are_sent_again_without_loss_or_repeat(
             return real_send(client, calls)
         return fault(real_send, client, calls)
 
-    monkeypatch.setattr(worker.appender, "send_together", faulty_send)
+    monkeypatch.setattr(worker.event_log, "send_together", faulty_send)
     texts = [f"{n}," for n in range(8)]
     for n, text in enumerate(texts):
         writer.write(delta(text))
         # one round trip per write, so each fault hits the write it is meant for
         wait_until(lambda n=n: len(sent) > n, 5)
-    writer.write([Event(DONE, {"usage": None})], flush=True)
+    writer.write_and_wait([Event(DONE, {"usage": None})])
     _assert_log(store, job_id, texts)
     assert sum(sent) > len(texts) + 1  # some events were sent again
 
@@ -136,7 +134,7 @@ def test_lost_round_trips_are_sent_again_without_loss_or_repeat(
 def test_a_log_that_moved_on_without_the_writer_stops_it(store: JobStore) -> None:
     job_id = running_job(store)
     writer = _writer(store, job_id)
-    writer.write(delta("a"), flush=True)
+    writer.write_and_wait(delta("a"))
     # someone else wrote as this attempt (a worker that wrongly believes it owns the job)
     store.append(job_id, delta("X") + delta("Y"), attempt=1, expect_last=2)
     writer.write(delta("b"))
@@ -147,7 +145,7 @@ def test_a_log_that_moved_on_without_the_writer_stops_it(store: JobStore) -> Non
 
 def test_an_outage_longer_than_the_tolerance_fails_the_flush(store: JobStore) -> None:
     dead = JobStore(redis.Redis(port=1, retry=Retry(NoBackoff(), 0)), store.settings)
-    writer = EventWriter(BatchedAppender(dead), "job_x", 1, 1, outage_tolerance=1.0)
+    writer = EventLog(dead, outage_tolerance=1.0).writer("job_x", 1, 1)
     writer.write(delta("a"))  # handing over does not fail
     started = time.monotonic()
     with pytest.raises(redis.ConnectionError):

@@ -34,7 +34,7 @@ def test_a_job_handed_back_between_two_reads_goes_back_to_the_queue(
         prompt_tokens=1, truncated_messages=0,
     )  # fmt: skip
     holding, handed_back = threading.Event(), threading.Event()
-    send = runner.appender.send
+    send = runner.event_log.send
     calls = 0
 
     def send_then_hold(*args: Any, **kwargs: Any) -> Any:
@@ -45,7 +45,7 @@ def test_a_job_handed_back_between_two_reads_goes_back_to_the_queue(
             assert handed_back.wait(10)
         return send(*args, **kwargs)
 
-    runner.appender.send = send_then_hold  # type: ignore[method-assign]
+    runner.event_log.send = send_then_hold  # type: ignore[method-assign]
     worker = threading.Thread(target=runner.run, args=(job.id,))
     with caplog.at_level(logging.INFO, logger="sluice.worker"):
         worker.start()

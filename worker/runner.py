@@ -46,9 +46,8 @@ from sluice.sse_decoder import SSEDecoder, SSEProtocolError
 from sluice.store import Job, JobStore
 from sluice.tokens import count_text
 from sluice.upstream_errors import error_from_payload
-from worker.appender import BatchedAppender
 from worker.chunks import ChunkReader
-from worker.event_writer import EventWriter
+from worker.event_log import EventLog
 from worker.gevent_tuning import yield_to_running_streams
 from worker.upstream import Upstream, map_read_error, recycle
 from worker.watcher import JobWatcher, JobWatchers
@@ -70,7 +69,7 @@ class JobRunner:
         self, store: JobStore, upstream: Upstream, settings: Settings, poll_interval: float = 1.0
     ) -> None:
         self.store = store
-        self.appender = BatchedAppender(store)
+        self.event_log = EventLog(store, outage_tolerance=settings.redis_outage_tolerance)
         self.watchers = JobWatchers(store, poll_interval)
         self.upstream = upstream
         self.settings = settings
@@ -124,13 +123,7 @@ class JobRun:
         self.settings = runner.settings
         self.job = job
         self.attempt = job.attempt  # as claimed
-        self.writer = EventWriter(
-            runner.appender,
-            job.id,
-            job.attempt,
-            job.last_event_id,
-            outage_tolerance=self.settings.redis_outage_tolerance,
-        )
+        self.writer = runner.event_log.writer(job.id, job.attempt, job.last_event_id)
         self.started = time.monotonic()
         self.first_delta_at: float | None = None
         self.reader = ChunkReader(int(job.request.get("n") or 1))
@@ -139,13 +132,6 @@ class JobRun:
         # the upstream's id of the request now streaming (OpenAI, vLLM and most servers
         # send x-request-id): logged so a job's attempt can be found in the provider's logs
         self.upstream_request_id: str | None = None
-
-    # -- writing events ---------------------------------------------------------------
-
-    def append(self, events: list[Event], *, flush: bool = False) -> None:
-        """Append as this attempt; deltas without waiting (``flush`` waits until every
-        event so far is in the log), riding out a short Redis outage."""
-        self.writer.write(events, flush=flush)
 
     # -- the attempt ----------------------------------------------------------------------
 
@@ -280,7 +266,7 @@ class JobRun:
                 raise error_from_payload(payload)
             out.extend(self.reader.consume(payload))
         if out:
-            self.append(out)
+            self.writer.write(out)
             if self.first_delta_at is None:
                 self.first_delta_at = time.monotonic()
                 TIME_TO_FIRST_DELTA.observe(self.first_delta_at - self.started)
@@ -311,7 +297,7 @@ class JobRun:
             "usage": usage,
             "usage_estimated": estimated,
         }
-        self.append([Event(DONE, data)], flush=True)
+        self.writer.write_and_wait([Event(DONE, data)])
         self.ended = True
         JOBS.labels("succeeded").inc()
         JOB_DURATION.observe(time.monotonic() - self.started)
@@ -337,7 +323,7 @@ class JobRun:
         if isinstance(exc, UpstreamError) and exc.upstream_type:
             error.setdefault("upstream_type", exc.upstream_type)
         try:
-            self.append([Event(ERROR, {"error": error})], flush=True)
+            self.writer.write_and_wait([Event(ERROR, {"error": error})])
         except _STOPPED as refused:
             self._stopped(refused)
             return
