@@ -40,11 +40,10 @@ from sluice.events import DONE, ERROR, Event
 from sluice.keyvault import vault_for
 from sluice.logs import job_event
 from sluice.metrics import JOB_DURATION, JOBS, TIME_TO_FIRST_DELTA, TOKENS, UPSTREAM_ERRORS
-from sluice.models import lookup
 from sluice.settings import Settings
 from sluice.sse_decoder import SSEDecoder, SSEProtocolError
 from sluice.store import Job, JobStore
-from sluice.tokens import count_text
+from sluice.tokens import estimate_usage
 from sluice.upstream_errors import error_from_payload
 from worker.chunks import ChunkReader
 from worker.event_log import EventLog
@@ -282,16 +281,14 @@ class JobRun:
 
     def _succeed(self) -> None:
         job, reader = self.job, self.reader
-        usage, estimated = reader.usage, False
+        usage, estimated = reader.usage, reader.usage is None
         if usage is None:
-            encoding = lookup(job.model, self.settings.default_context_window).encoding
-            completion = sum(count_text(t, encoding) for t in reader.completion_texts())
-            usage = {
-                "prompt_tokens": job.prompt_tokens,
-                "completion_tokens": completion,
-                "total_tokens": job.prompt_tokens + completion,
-            }
-            estimated = True
+            usage = estimate_usage(
+                job.prompt_tokens,
+                reader.completion_texts(),
+                job.model,
+                self.settings.default_context_window,
+            )
         data = {
             "finish_reasons": reader.finish_reason_list(),
             "usage": usage,
