@@ -286,7 +286,7 @@ class JobStore:
         fields: dict[str, str | int | float] | None = None,
     ) -> ScriptCall:
         """The APPEND script call ``append`` makes, for a caller that sends several
-        together (the worker's ``BatchedAppender``); ``append_result`` reads its reply."""
+        together (the worker's ``EventLog``); ``append_result`` reads its reply."""
         if not events:
             raise ValueError("append needs at least one event")
         last = events[-1]
