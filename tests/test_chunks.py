@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sluice.errors import UpstreamError
+from sluice.errors import UpstreamError, UpstreamProtocolError
+from sluice.sse_decoder import ServerSentEvent
 from worker.chunks import ChunkReader
 
 
@@ -56,3 +57,27 @@ def test_every_choice_must_finish() -> None:
     reader.consume({"choices": [{"index": 1, "delta": {}, "finish_reason": "stop"}]})
     assert not reader.finished
     assert reader.finish_reason_list() == [None, "stop"]
+
+
+def _chunk(content: str) -> ServerSentEvent:
+    return ServerSentEvent(
+        data=f'{{"choices": [{{"index": 0, "delta": {{"content": "{content}"}}}}]}}'
+    )
+
+
+def test_a_read_s_events_become_its_deltas_up_to_done() -> None:
+    reader = ChunkReader()
+    deltas, done = reader.read([_chunk("a"), _chunk("b")])
+    assert [e.data["content"] for e in deltas] == ["a", "b"] and not done
+    deltas, done = reader.read([_chunk("c"), ServerSentEvent(data="[DONE]"), _chunk("late")])
+    assert [e.data["content"] for e in deltas] == ["c"] and done
+    assert reader.completion_texts() == ["abc"]
+
+
+def test_a_chunk_that_is_not_json_or_an_error_event_fails_the_read() -> None:
+    with pytest.raises(UpstreamProtocolError):
+        ChunkReader().read([_chunk("a"), ServerSentEvent(data="{not json")])
+    error = ServerSentEvent(event="error", data='{"error": {"message": "overloaded"}}')
+    with pytest.raises(UpstreamError) as info:
+        ChunkReader().read([error])
+    assert info.value.message == "overloaded"

@@ -1,4 +1,4 @@
-"""Reading OpenAI-style ``chat.completion.chunk`` payloads into Sluice delta events.
+"""Reading an upstream's SSE events (``chat.completion.chunk`` payloads) into delta events.
 
 Tolerates what real providers send (anchors part b, 16-20): chunks with empty
 ``choices`` (Azure's first chunk, the usage-only last chunk), usage riding on the finish
@@ -9,9 +9,13 @@ instead of silent empty successes.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Any
 
+from sluice.errors import UpstreamProtocolError
 from sluice.events import DELTA, Event
+from sluice.sse_decoder import ServerSentEvent
 from sluice.upstream_errors import error_from_payload
 
 
@@ -22,6 +26,23 @@ class ChunkReader:
         self.usage: dict[str, int] | None = None
         self.contents: dict[int, list[str]] = {}
         self.deltas = 0
+
+    def read(self, sse_events: Sequence[ServerSentEvent]) -> tuple[list[Event], bool]:
+        """The delta events of these upstream SSE events, and whether ``[DONE]`` was among
+        them (what follows it is not read). Raises ``UpstreamError`` for an error event
+        and ``UpstreamProtocolError`` for a chunk that is not JSON."""
+        events: list[Event] = []
+        for sse in sse_events:
+            if sse.data.strip() == "[DONE]":
+                return events, True
+            try:
+                payload = json.loads(sse.data)
+            except ValueError:
+                raise UpstreamProtocolError("the upstream sent a chunk that is not JSON") from None
+            if sse.event == "error":
+                raise error_from_payload(payload)
+            events.extend(self.consume(payload))
+        return events, False
 
     def consume(self, payload: Any) -> list[Event]:
         """Events for one chunk; raises ``UpstreamError`` for an in-stream error object."""

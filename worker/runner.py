@@ -1,27 +1,36 @@
-"""Running one job: claim it, stream the upstream, append every delta, end it once.
+"""Running one job: claim it, stream the upstream with retries, end it with ``done`` or
+``error``, once.
 
-The Celery task is a thin shell around ``JobRunner.run`` so this logic is testable
-without Celery, and so the task never raises: every failure becomes a terminal event.
+The Celery task (``worker.celery_app.run_job``) is a thin shell around ``JobRunner.run``,
+so this logic is testable without Celery, and so the task never raises: every failure
+becomes a terminal event, or a log line when the job is no longer this attempt's.
 
-Deliberate behaviour (anchors part b, 5, 17, 21):
+Read top to bottom, the attempt's story (anchors part b, 5, 17, 21):
 
-* Before the first delta reaches the log, a refusal worth retrying (429, 5xx, a
-  connection error) is retried with backoff, honouring ``Retry-After``; once text was
-  sent there is no silent retry (it would duplicate or change the text): the job fails.
-* Deltas are handed to the process's appender without waiting for the reply
-  (``worker.event_writer``); each append carries the id of the last event before it, so
-  one resent after a lost reply (Redis restarting) is recognised as done instead of
-  written twice; a Redis outage shorter than ``SLUICE_REDIS_OUTAGE_TOLERANCE`` pauses the
-  stream, it does not fail. A terminal event waits until everything before it is in.
+1. **Claim** (``JobRunner.run``): one Lua call makes the queued job this attempt's and
+   appends ``started``. A job that is not queued (a duplicate delivery, or it ended) is
+   skipped; if Redis cannot be reached the message goes back to the queue untouched.
+2. **Stream with retries** (``JobRun._stream_with_retries``): before the first delta
+   reaches the log, a refusal worth retrying (429, 5xx, a connection error) is retried
+   with backoff, honouring ``Retry-After``; once text was sent there is no silent retry
+   (it would duplicate or change the text): the job fails.
+3. **Append each read's deltas** (``JobRun._append_deltas``) in one write to the
+   attempt's writer, without waiting for Redis; ``worker.event_log`` keeps the writes in
+   order and exact, and rides out a Redis outage shorter than
+   ``SLUICE_REDIS_OUTAGE_TOLERANCE``.
+4. **One outcome** (``JobRun.run``): ``done`` with the usage (counted here when the
+   upstream sent none) or ``error``, each written once everything before it is in the
+   log; or *stopped*, writing nothing more, when the job is no longer this attempt's
+   (cancelled, taken over, handed back): the store refuses its writes, or the watcher
+   cut its upstream read.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
-from typing import Any
+from collections.abc import Iterator
 
 import redis
 import requests
@@ -31,20 +40,17 @@ from sluice.errors import (
     AttemptSuperseded,
     JobAlreadyEnded,
     JobGone,
-    KeyVaultError,
     SluiceError,
     UpstreamError,
     UpstreamProtocolError,
 )
 from sluice.events import DONE, ERROR, Event
-from sluice.keyvault import vault_for
 from sluice.logs import job_event
 from sluice.metrics import JOB_DURATION, JOBS, TIME_TO_FIRST_DELTA, TOKENS, UPSTREAM_ERRORS
 from sluice.settings import Settings
-from sluice.sse_decoder import SSEDecoder, SSEProtocolError
+from sluice.sse_decoder import ServerSentEvent, SSEDecoder, SSEProtocolError
 from sluice.store import Job, JobStore
 from sluice.tokens import estimate_usage
-from sluice.upstream_errors import error_from_payload
 from worker.chunks import ChunkReader
 from worker.event_log import EventLog
 from worker.gevent_tuning import yield_to_running_streams
@@ -52,18 +58,14 @@ from worker.upstream import Upstream, map_read_error, recycle
 from worker.watcher import JobWatcher, JobWatchers
 
 log = logging.getLogger("sluice.worker")
-
+# the store's refusals of an attempt's writes: the job is no longer this attempt's
 _STOPPED = (JobAlreadyEnded, JobGone, AttemptSuperseded)
 
 
-def backoff(retry: int, retry_after: float | None) -> float:
-    """openai-python's schedule: 0.5 s doubling to 8 s, with jitter; Retry-After wins."""
-    if retry_after is not None:
-        return retry_after
-    return min(8.0, 0.5 * 2**retry) * random.uniform(0.75, 1.0)
-
-
 class JobRunner:
+    """The jobs of one worker process: what their attempts share (the event log, the
+    watchers, the upstream's connection pool), and which of them are running."""
+
     def __init__(
         self, store: JobStore, upstream: Upstream, settings: Settings, poll_interval: float = 1.0
     ) -> None:
@@ -75,23 +77,8 @@ class JobRunner:
         self.active: set[JobRun] = set()  # the attempts this process is running
         self.shutting_down = False
 
-    def hand_back_all(self) -> int:
-        """Shutting down: give every running job back so another worker restarts it now,
-        instead of being killed at the end of the platform's grace period."""
-        self.shutting_down = True
-        handed = 0
-        for run in list(self.active):
-            try:
-                if self.store.release(run.job.id, run.attempt):
-                    handed += 1
-                    job_event(log, "job.handed_back", run.job.id, attempt=run.attempt)
-            except redis.RedisError as exc:
-                log.warning("job %s: cannot hand back (%s); its lease will lapse", run.job.id, exc)
-            if run.watcher is not None:
-                run.watcher.lost()  # stop streaming at once
-        return handed
-
     def run(self, job_id: str) -> None:
+        """Claim the job, then run the attempt to its one outcome."""
         if self.shutting_down:
             # a message delivered during a warm shutdown goes back to the queue untouched
             raise Reject("this worker is shutting down", requeue=True)
@@ -112,13 +99,28 @@ class JobRunner:
         finally:
             self.active.discard(run)
 
+    def hand_back_all(self) -> int:
+        """Shutting down: give every running job back so another worker restarts it now,
+        instead of being killed at the end of the platform's grace period."""
+        self.shutting_down = True
+        handed = 0
+        for run in list(self.active):
+            try:
+                if self.store.release(run.job.id, run.attempt):
+                    handed += 1
+                    job_event(log, "job.handed_back", run.job.id, attempt=run.attempt)
+            except redis.RedisError as exc:
+                log.warning("job %s: cannot hand back (%s); its lease will lapse", run.job.id, exc)
+            if run.watcher is not None:
+                run.watcher.lost()  # stop streaming at once
+        return handed
+
 
 class JobRun:
     """One attempt at one job."""
 
     def __init__(self, runner: JobRunner, job: Job) -> None:
         self.runner = runner
-        self.store = runner.store
         self.settings = runner.settings
         self.job = job
         self.attempt = job.attempt  # as claimed
@@ -131,8 +133,6 @@ class JobRun:
         # the upstream's id of the request now streaming (OpenAI, vLLM and most servers
         # send x-request-id): logged so a job's attempt can be found in the provider's logs
         self.upstream_request_id: str | None = None
-
-    # -- the attempt ----------------------------------------------------------------------
 
     def run(self) -> None:
         """The attempt, to one outcome: ``done``, ``error``, or stopped (the job is no
@@ -159,17 +159,6 @@ class JobRun:
             log.exception("job %s: unexpected failure", job.id)
             self._fail(SluiceError(f"internal error: {type(exc).__name__}"))
 
-    def _stopped(self, exc: BaseException, level: int = logging.INFO) -> None:
-        job_event(
-            log,
-            "job.stopped",
-            self.job.id,
-            level,
-            attempt=self.attempt,
-            reason=type(exc).__name__,
-            upstream_request_id=self.upstream_request_id,
-        )
-
     def _stream_with_retries(self, watcher: JobWatcher) -> None:
         retries = self.settings.upstream_retries
         for retry in range(retries + 1):
@@ -177,7 +166,7 @@ class JobRun:
                 self._stream_once(watcher)
                 return
             except UpstreamError as exc:
-                delay = backoff(retry, getattr(exc, "retry_after", None))
+                delay = backoff(retry, exc.retry_after)
                 if (
                     self.reader.deltas  # text was sent: no silent retry
                     or not exc.retryable
@@ -199,31 +188,17 @@ class JobRun:
                     raise JobAlreadyEnded("stopped while waiting to retry") from None
 
     def _stream_once(self, watcher: JobWatcher) -> None:
-        decoder = SSEDecoder()
+        """One upstream request, read to its end, then ``done``."""
+        upstream = self.runner.upstream
         yield_to_running_streams()
-        response = self.runner.upstream.open_stream(self.job.request, self._api_key())
+        api_key = upstream.api_key_for(self.job.sealed_upstream_key)
+        response = upstream.open_stream(self.job.request, api_key)
         self.upstream_request_id = response.headers.get("x-request-id")
         watcher.attach(response)
         chunks = response.iter_content(chunk_size=None)
         saw_done = False
         try:
-            for chunk in chunks:
-                saw_done = self._relay(decoder.feed(chunk))
-                if saw_done:
-                    break
-            else:
-                saw_done = self._relay(decoder.close())
-        except Exception as exc:
-            if watcher.stopped:
-                # the watcher cut the response under the read (cancel, take-over, hand-back);
-                # what that raises depends on where the read was (urllib3 may even raise
-                # AttributeError on the closed body): the job is simply no longer ours
-                raise JobAlreadyEnded("stopped while reading") from None
-            if isinstance(exc, requests.RequestException):
-                raise map_read_error(exc) from None
-            if isinstance(exc, SSEProtocolError):
-                raise UpstreamProtocolError(f"malformed stream from the upstream: {exc}") from None
-            raise
+            saw_done = self._read(chunks, watcher)
         finally:
             if not saw_done:
                 response.close()
@@ -240,46 +215,51 @@ class JobRun:
                 watcher.detach()
                 recycle(response, chunks)
 
-    def _api_key(self) -> str | None:
-        """The user's own key for this job if it brought one, else the server's."""
-        if self.job.sealed_upstream_key is None:
-            return self.settings.openai_api_key
-        vault = vault_for(self.settings.secret_key, self.settings.max_job_age)
-        if vault is None:
-            raise KeyVaultError("the job carries a user key but SLUICE_SECRET_KEY is not set")
-        return vault.open(self.job.sealed_upstream_key)
+    def _read(self, chunks: Iterator[bytes], watcher: JobWatcher) -> bool:
+        """Append the deltas of every read, up to ``[DONE]`` (True) or the end of the body
+        (False); a failed read raises the error it stands for."""
+        decoder = SSEDecoder()
+        try:
+            for chunk in chunks:
+                if self._append_deltas(decoder.feed(chunk)):
+                    return True
+            return self._append_deltas(decoder.close())
+        except Exception as exc:
+            if watcher.stopped:
+                # the watcher cut the response under the read (cancel, take-over, hand-back);
+                # what that raises depends on where the read was (urllib3 may even raise
+                # AttributeError on the closed body): the job is simply no longer ours
+                raise JobAlreadyEnded("stopped while reading") from None
+            if isinstance(exc, requests.RequestException):
+                raise map_read_error(exc) from None
+            if isinstance(exc, SSEProtocolError):
+                raise UpstreamProtocolError(f"malformed stream from the upstream: {exc}") from None
+            raise
 
-    def _relay(self, sse_events: list[Any]) -> bool:
-        """Append the deltas of these upstream events in one round trip; True at [DONE]."""
-        out: list[Event] = []
-        done = False
-        for sse in sse_events:
-            if sse.data.strip() == "[DONE]":
-                done = True
-                break
-            try:
-                payload = json.loads(sse.data)
-            except ValueError:
-                raise UpstreamProtocolError("the upstream sent a chunk that is not JSON") from None
-            if sse.event == "error":
-                raise error_from_payload(payload)
-            out.extend(self.reader.consume(payload))
-        if out:
-            self.writer.write(out)
+    def _append_deltas(self, sse_events: list[ServerSentEvent]) -> bool:
+        """Write the deltas of these upstream events in one write, without waiting for
+        Redis; True at ``[DONE]``."""
+        deltas, done = self.reader.read(sse_events)
+        if deltas:
+            self.writer.write(deltas)
             if self.first_delta_at is None:
-                self.first_delta_at = time.monotonic()
-                TIME_TO_FIRST_DELTA.observe(self.first_delta_at - self.started)
-                job_event(
-                    log,
-                    "job.first_delta",
-                    self.job.id,
-                    attempt=self.attempt,
-                    ttfd_ms=round((self.first_delta_at - self.started) * 1000),
-                    upstream_request_id=self.upstream_request_id,
-                )
+                self._first_delta()
         return done
 
+    def _first_delta(self) -> None:
+        self.first_delta_at = time.monotonic()
+        TIME_TO_FIRST_DELTA.observe(self.first_delta_at - self.started)
+        job_event(
+            log,
+            "job.first_delta",
+            self.job.id,
+            attempt=self.attempt,
+            ttfd_ms=round((self.first_delta_at - self.started) * 1000),
+            upstream_request_id=self.upstream_request_id,
+        )
+
     def _succeed(self) -> None:
+        """End the job with ``done``, once every delta before it is in the log."""
         job, reader = self.job, self.reader
         usage, estimated = reader.usage, reader.usage is None
         if usage is None:
@@ -347,3 +327,22 @@ class JobRun:
             duration_s=round(time.monotonic() - self.started, 3),
             upstream_request_id=self.upstream_request_id,
         )
+
+    def _stopped(self, exc: BaseException, level: int = logging.INFO) -> None:
+        """The job is no longer this attempt's: log it once, write nothing."""
+        job_event(
+            log,
+            "job.stopped",
+            self.job.id,
+            level,
+            attempt=self.attempt,
+            reason=type(exc).__name__,
+            upstream_request_id=self.upstream_request_id,
+        )
+
+
+def backoff(retry: int, retry_after: float | None) -> float:
+    """openai-python's schedule: 0.5 s doubling to 8 s, with jitter; Retry-After wins."""
+    if retry_after is not None:
+        return retry_after
+    return min(8.0, 0.5 * 2**retry) * random.uniform(0.75, 1.0)

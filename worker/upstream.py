@@ -11,7 +11,13 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
-from sluice.errors import UpstreamConnectionError, UpstreamError, UpstreamTimeout
+from sluice.errors import (
+    KeyVaultError,
+    UpstreamConnectionError,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from sluice.keyvault import vault_for
 from sluice.settings import Settings
 from sluice.upstream_errors import error_from_response
 
@@ -107,6 +113,16 @@ class Upstream:
         self.session = session or make_session(settings.openai_base_url)
         # servers that answered 400 to stream_options (older Azure, some proxies)
         self._no_stream_options: set[str] = set()
+
+    def api_key_for(self, sealed_key: str | None) -> str | None:
+        """The key to send for a job: the user's own if it brought one (``sealed_key``, as
+        the job carries it, encrypted), else the server's."""
+        if sealed_key is None:
+            return self.settings.openai_api_key
+        vault = vault_for(self.settings.secret_key, self.settings.max_job_age)
+        if vault is None:
+            raise KeyVaultError("the job carries a user key but SLUICE_SECRET_KEY is not set")
+        return vault.open(sealed_key)
 
     def open_stream(self, request: dict[str, Any], api_key: str | None) -> requests.Response:
         """POST the request with ``stream: true``; returns the open 200 response.
