@@ -17,7 +17,7 @@ stream's delta is not held back.
 
 **Hand-over without waiting.** A job that waited for every append's reply before reading
 its next upstream chunk could not read while the reply was on its way back, and the reply
-reached it only after the appender's greenlet and then its own had their turn in the event
+reached it only after the flusher's greenlet and then its own had their turn in the event
 loop. Appends go out in the order they are handed over, so a job hands over its append
 and reads on. Each append is fenced with the id it expects the log to end at
 (``expect_last``), so the chain stays exact: a reply confirms its append and every earlier
