@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 
 from sluice.logs import configure_logging
 from sluice.settings import Settings
@@ -15,28 +16,22 @@ def create_app(settings: Settings | None = None) -> Flask:
     from flask_cors import CORS
     from werkzeug.middleware.proxy_fix import ProxyFix
 
-    from gateway import health, jobs, metrics_api, openai_compat, openapi, page, upstream_api
     from gateway.errors import register_error_handlers
     from gateway.limits import install_rate_limits
+    from gateway.routes import BLUEPRINTS
     from gateway.services import Services
 
     configure_logging()
     settings = settings or Settings.from_env()
     app = Flask(__name__)
-    app.config.from_mapping(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.config.from_mapping(MAX_CONTENT_LENGTH=settings.max_body_bytes)
+    app.json = _UnsortedJSON(app)
     services = Services.build(settings)
     app.extensions["sluice"] = services
     app.before_request(services.access.authenticate)
     register_error_handlers(app)
-    app.register_blueprint(jobs.bp)
-    app.register_blueprint(upstream_api.bp)
-    app.register_blueprint(openai_compat.bp)
-    app.register_blueprint(health.bp)
-    app.register_blueprint(page.bp)
-    app.register_blueprint(openapi.bp)
-    app.register_blueprint(metrics_api.bp)
+    for blueprint in BLUEPRINTS:
+        app.register_blueprint(blueprint)
     install_rate_limits(app, settings)
     if settings.cors_origins:
         CORS(
@@ -48,7 +43,7 @@ def create_app(settings: Settings | None = None) -> Flask:
             max_age=600,
         )  # fmt: skip
     if settings.proxy_hops:
-        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+        app.wsgi_app = ProxyFix(
             app.wsgi_app,
             x_for=settings.proxy_hops,
             x_proto=settings.proxy_hops,
@@ -64,6 +59,13 @@ def create_app(settings: Settings | None = None) -> Flask:
         settings.rate_limit or "off",
     )
     return app
+
+
+class _UnsortedJSON(DefaultJSONProvider):
+    """Keys in the order the code wrote them (the docs' order), UTF-8 as is."""
+
+    sort_keys = False
+    ensure_ascii = False
 
 
 def redact_url(url: str) -> str:

@@ -8,6 +8,8 @@ and another key gets 404 for it, as for a job that does not exist. A browser's
 (itsdangerous, keyed by ``SLUICE_SECRET_KEY``) that opens that one job's stream.
 
 Keys are compared in constant time and only their SHA-256 (the owner id) is stored.
+This module alone decides who the caller is (``authenticate``, before every request);
+routes read the answer with ``gateway.request.owner()``.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import hmac
 from flask import g, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from sluice.errors import Unauthorized
+from gateway.request import bearer_key, events_token
+from sluice.errors import NotFound, Unauthorized
 from sluice.settings import Settings
 
 PUBLIC_PREFIXES = ("/static/", "/healthz", "/readyz", "/openapi.json", "/metrics")
+EVENTS_ENDPOINT = "jobs.job_events"  # the one route a signed token opens
 
 
 def owner_id(key: str) -> str:
@@ -40,22 +44,29 @@ class AccessControl:
             self._tokens = URLSafeTimedSerializer(settings.secret_key, salt="sluice-events")
 
     def authenticate(self) -> None:
-        """Before each request: set ``g.owner`` or refuse with 401."""
+        """Before each request: set ``g.owner`` from the access key, or from a job's
+        signed events token, or refuse (401; 404 for a token that does not open this
+        job, as for a job that does not exist)."""
         g.owner = ""
         if not self.enabled or request.path == "/" or request.path.startswith(PUBLIC_PREFIXES):
             return
         if request.method == "OPTIONS":  # CORS preflight carries no credentials
             return
-        header = request.headers.get("Authorization", "")
-        scheme, _, key = header.partition(" ")
-        if scheme.lower() == "bearer" and key:
-            owner = owner_id(key.strip())
+        key = bearer_key()
+        if key is not None:
+            owner = owner_id(key)
             known = self._owners.get(owner)
-            if known is not None and hmac.compare_digest(known, key.strip()):
+            if known is not None and hmac.compare_digest(known, key):
                 g.owner = owner
                 return
-        if request.path.endswith("/events") and request.args.get("token"):
-            return  # checked against the job by events_token_owner()
+        token = events_token()
+        if token and request.endpoint == EVENTS_ENDPOINT and request.view_args:
+            job_id = str(request.view_args.get("job_id", ""))
+            owner = self.events_token_owner(job_id, token)
+            if owner is None:
+                raise NotFound(f"no job {job_id!r} (it may have expired)")
+            g.owner = owner
+            return
         raise Unauthorized("send a valid access key: Authorization: Bearer <key>")
 
     def events_token(self, job_id: str, owner: str) -> str | None:
@@ -72,7 +83,3 @@ class AccessControl:
         except BadSignature:
             return None
         return data.get("o") if isinstance(data, dict) and data.get("j") == job_id else None
-
-
-def current_owner() -> str:
-    return getattr(g, "owner", "")

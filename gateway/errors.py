@@ -1,4 +1,11 @@
-"""One JSON error shape for every failure: ``{"error": {"type", "message", "param"?}}``."""
+"""Rendering every failure in one JSON shape: ``{"error": {"type", "message", "param"?}}``.
+
+The errors themselves are ``sluice.errors``' tree; this module turns each into its
+response (status, ``Retry-After``), and maps what Flask, Werkzeug and pydantic raise
+(a 404 route, a 405 method, a too-large body, a validation error) onto the tree first.
+The OpenAI-compatible route renders the same errors in OpenAI's shape
+(``gateway/routes/chat_completions.py``).
+"""
 
 from __future__ import annotations
 
@@ -8,22 +15,20 @@ from flask import Flask, Response, jsonify
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from sluice.errors import InvalidRequest, PayloadTooLarge, ServiceUnavailable, SluiceError
+from sluice.errors import (
+    InvalidRequest,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    SluiceError,
+    for_http_status,
+)
 
 log = logging.getLogger("sluice.gateway")
 
-_HTTP_TYPES = {
-    404: "not_found",
-    405: "method_not_allowed",
-    415: "unsupported_media_type",
-    429: "rate_limited",
-}
-
-
-def error_response(error: SluiceError, status: int | None = None) -> tuple[Response, int]:
+def error_response(error: SluiceError) -> tuple[Response, int]:
     response = jsonify({"error": error.to_dict()})
     add_retry_after(response, error)
-    return response, status or error.status
+    return response, error.status
 
 
 def add_retry_after(response: Response, error: Exception) -> None:
@@ -61,28 +66,25 @@ _TYPE_NAMES = {"str", "int", "float", "bool", "list", "dict", "function-after", 
 
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(SluiceError)
-    def _sluice_error(exc: SluiceError):  # type: ignore[no-untyped-def]
+    def _sluice_error(exc: SluiceError) -> tuple[Response, int]:
         if exc.status >= 500:
             log.warning("request failed: %s: %s", exc.type, exc.message)
         return error_response(exc)
 
     @app.errorhandler(ValidationError)
-    def _validation_error(exc: ValidationError):  # type: ignore[no-untyped-def]
+    def _validation_error(exc: ValidationError) -> tuple[Response, int]:
         return error_response(from_validation_error(exc))
 
     @app.errorhandler(RequestEntityTooLarge)
-    def _too_large(exc: RequestEntityTooLarge):  # type: ignore[no-untyped-def]
+    def _too_large(exc: RequestEntityTooLarge) -> tuple[Response, int]:
         return error_response(PayloadTooLarge("the request body is larger than allowed"))
 
     @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
-        status = exc.code or 500
-        err = SluiceError(exc.description or exc.name)
-        err.type = _HTTP_TYPES.get(status, "invalid_request" if status < 500 else "internal_error")
-        return error_response(err, status)
+    def _http_error(exc: HTTPException) -> tuple[Response, int]:
+        return error_response(for_http_status(exc.code or 500, exc.description or exc.name))
 
     @app.errorhandler(Exception)
-    def _unexpected(exc: Exception):  # type: ignore[no-untyped-def]
+    def _unexpected(exc: Exception) -> tuple[Response, int]:
         import redis
 
         if isinstance(exc, redis.RedisError):

@@ -79,12 +79,26 @@ class JobFeed:
         self.heartbeat = heartbeat
         self.finished = False
         self._inbox: Inbox | None = None
+        self._beat_by: float | None = None
 
     def open(self) -> JobFeed:
         """Step 1 now: subscribe (idempotent). A route that starts the job itself calls
         this before the job is queued, so its first events arrive live, not by replay."""
         self._subscription()
         return self
+
+    def beat_by(self, deadline: float) -> JobFeed:
+        """Yield a ``HEARTBEAT`` no later than ``deadline`` (``time.monotonic()``) if
+        nothing came before, however long the heartbeat interval: a route that must send
+        its first byte by a deadline learns in time that it has nothing else to send."""
+        self._beat_by = deadline
+        return self
+
+    def _next_beat(self) -> float:
+        beat = time.monotonic() + self.heartbeat
+        if self._beat_by is not None and self._beat_by <= beat:
+            beat, self._beat_by = self._beat_by, None
+        return beat
 
     def _subscription(self) -> Inbox:
         if self._inbox is None:
@@ -126,7 +140,7 @@ class JobFeed:
         try:
             inbox = self._subscription()
             yield from self._from_log()
-            next_beat = time.monotonic() + self.heartbeat
+            next_beat = self._next_beat()
             while not self.finished:
                 messages = inbox.get(timeout=max(0.0, next_beat - time.monotonic()))
                 if DRAINING.is_set():
@@ -156,7 +170,7 @@ class JobFeed:
                                     self.job_id, job.last_event_id, self.last)  # fmt: skip
                         break
                     yield HEARTBEAT
-                    next_beat = time.monotonic() + self.heartbeat
+                    next_beat = self._next_beat()
         except redis.RedisError as exc:
             log.warning("job %s: relay lost Redis (%s); closing the stream", self.job_id, exc)
         except GeneratorExit:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from flask import Flask, request
 from flask_limiter import Limiter
 
-from gateway.access import current_owner
+from gateway import request as incoming
 from sluice.redis_client import tls_options
 from sluice.settings import Settings
 
@@ -18,7 +18,7 @@ LIMITED_ENDPOINTS = ("jobs.create_job", "openai.chat_completions", "upstream.ver
 
 
 def client_key() -> str:
-    owner = current_owner()
+    owner = incoming.owner()
     return f"key:{owner}" if owner else f"addr:{request.remote_addr or 'unknown'}"
 
 
@@ -29,7 +29,7 @@ def install_rate_limits(app: Flask, settings: Settings) -> Limiter | None:
         key_func=client_key,
         app=app,
         storage_uri=settings.redis_url,
-        storage_options=tls_options(settings),  # type: ignore[arg-type]
+        storage_options=dict(tls_options(settings)),
         strategy="moving-window",
         headers_enabled=True,
         key_prefix=f"{settings.key_prefix}:ratelimit",

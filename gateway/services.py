@@ -11,9 +11,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from gateway.access import AccessControl
-from gateway.admission import SubmissionGate
 from gateway.feed import JobFeed, Subscribe
 from gateway.hub import Hub
+from gateway.submit import SubmissionGate
 from sluice.keyvault import KeyVault, vault_for
 from sluice.redis_client import make_redis
 from sluice.settings import Settings
@@ -54,13 +54,3 @@ class Services:
 
 def services() -> Services:
     return current_app.extensions["sluice"]
-
-
-def user_upstream_key() -> str | None:
-    """The caller's own upstream key (``X-Upstream-Api-Key``), if it sent one."""
-    from flask import request
-
-    from sluice.keyvault import validate_user_key
-
-    value = request.headers.get("X-Upstream-Api-Key")
-    return None if value is None else validate_user_key(value)

@@ -1,150 +1,177 @@
-"""Turning validated chat parameters into a queued job: count, trim, store, enqueue."""
+"""Starting a job: the steps from validated parameters to a queued job, in order.
+
+``submit`` is the whole story: wait for a submission slot; refuse when the queue is full;
+seal the caller's own upstream key; count the prompt and trim old messages to fit the
+context window; build the request the upstream will get; store the job (or find the one
+its ``Idempotency-Key`` started); subscribe to its events when this request will stream
+them; enqueue it; log it. Subscribing after the job is stored and before it is queued
+means even a worker that starts it at once cannot publish an event this stream then has
+to fetch again from the log: the first delta goes out live, one hop after the upstream
+sent it.
+
+Submission slots (``SubmissionGate``): how many job submissions one gateway process works
+on at once.
+
+A gateway process is one event loop: it relays every stream it holds and starts every job
+it is sent. Submitting a job costs CPU (validation, token counting, Celery's message) and
+a few Redis round trips; when a hundred arrive in the same instant and all run together,
+each loop turn works through all of them before it gets back to the streams, every
+submission finishes late, and the deltas of the running streams wait. With a few slots,
+submissions finish one after another in arrival order (the first in about a millisecond
+instead of after the whole burst), the worker gets them spread out, and the streams'
+deltas go out between them. The others wait their turn without using any CPU.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from flask import request
-
-from gateway.access import current_owner
+from gateway import request
 from gateway.feed import JobFeed
-from gateway.schemas import ChatParameters
-from gateway.services import Services, user_upstream_key
-from gateway.upstream_params import upstream_parameters
+from gateway.request import ChatParameters
 from sluice.errors import InvalidRequest, Overloaded, ServiceUnavailable
 from sluice.logs import job_event
-from sluice.models import lookup
+from sluice.models import lookup, upstream_parameters
 from sluice.store import Job
 from sluice.task_queue import enqueue_job
-from sluice.tokens import fit_to_context
+from sluice.tokens import FittedPrompt, fit_to_context
+
+if TYPE_CHECKING:  # (the services hold a SubmissionGate)
+    from gateway.services import Services
 
 log = logging.getLogger("sluice.gateway")
 
 
-def submit_job(
-    svc: Services,
-    params: ChatParameters,
-    *,
-    owner: str = "",
-    idempotency_key: str | None = None,
-    upstream_key: str | None = None,
-    before_enqueue: Callable[[Job], None] | None = None,
-) -> tuple[Job, bool]:
-    """Store and enqueue a job; returns ``(job, created)`` (False: idempotent replay).
+@dataclass(frozen=True)
+class Submission:
+    job: Job
+    created: bool  # False: an idempotent replay of the job the key started
+    feed: JobFeed | None  # subscribed before the job was queued, when following
 
-    ``upstream_key`` is a user's own key for this job only; it is stored encrypted.
-    ``before_enqueue`` runs once the job is stored and before a worker can see it.
-    """
+
+def submit(svc: Services, params: ChatParameters, *, follow: bool = False) -> Submission:
+    """Start a job from ``params`` and what the request says (its owner, its
+    ``Idempotency-Key``, its own upstream key); with ``follow``, its feed too."""
+    owner, idempotency_key = request.owner(), request.idempotency_key()
+    user_key = request.upstream_key()
+    with svc.submissions.slot():
+        _refuse_when_full(svc)
+        sealed = _seal(svc, user_key)
+        fitted, upstream_request = _upstream_request(svc, params)
+        job, created = svc.store.create(
+            model=params.model,
+            request=upstream_request,
+            prompt_tokens=fitted.prompt_tokens,
+            truncated_messages=fitted.dropped,
+            owner=owner,
+            idempotency_key=idempotency_key,
+            sealed_upstream_key=sealed,
+        )
+        if not created:  # a replay: its stream subscribes when it starts
+            return Submission(job, False, svc.feed(job.id, 0) if follow else None)
+        feed = None
+        try:
+            feed = svc.feed(job.id, 0).open() if follow else None
+            enqueue_job(svc.celery, job.id, svc.settings.queue)
+        except Exception as exc:
+            if feed is not None:
+                feed.close()
+            _take_back(svc, job, idempotency_key, owner, exc)
+            raise ServiceUnavailable("the job queue is unavailable; retry") from exc
+    job_event(log, "job.accepted", job.id, model=params.model,
+              prompt_tokens=fitted.prompt_tokens, truncated_messages=fitted.dropped,
+              own_key=user_key is not None)  # fmt: skip
+    return Submission(job, True, feed)
+
+
+def _refuse_when_full(svc: Services) -> None:
     waiting = svc.redis.llen(svc.settings.queue)
     if waiting >= svc.settings.max_queued:
         log.warning(
             "refusing a job: %d jobs are waiting (limit %d)", waiting, svc.settings.max_queued
         )
         raise Overloaded(f"{waiting} jobs are waiting to run; try again shortly", retry_after=5)
-    sealed = None
-    if upstream_key is not None:
-        if svc.vault is None:
-            raise InvalidRequest(
-                "this server does not accept per-request upstream keys (SLUICE_SECRET_KEY is "
-                "not set)",
-                param="X-Upstream-Api-Key",
-            )
-        sealed = svc.vault.seal(upstream_key)
+
+
+def _seal(svc: Services, user_key: str | None) -> str | None:
+    """The caller's own upstream key, encrypted for the job's hash (never the message)."""
+    if user_key is None:
+        return None
+    if svc.vault is None:
+        raise InvalidRequest(
+            "this server does not accept per-request upstream keys (SLUICE_SECRET_KEY is not set)",
+            param="X-Upstream-Api-Key",
+        )
+    return svc.vault.seal(user_key)
+
+
+def _upstream_request(svc: Services, params: ChatParameters) -> tuple[FittedPrompt, dict[str, Any]]:
+    """The prompt trimmed to the model's context window, and the request the upstream
+    gets: the parameters its family accepts (``sluice.models.upstream_parameters``)."""
     info = lookup(params.model, svc.settings.default_context_window)
     messages = [m.model_dump(exclude_none=True) for m in params.messages]
     fitted = fit_to_context(messages, info, params.reply_limit, svc.settings.reply_reserve_tokens)
-    request = {
+    body = {
         "model": params.model,
         "messages": fitted.messages,
         **upstream_parameters(info, params.optional_parameters()),
     }
-    job, created = svc.store.create(
-        model=params.model,
-        request=request,
-        prompt_tokens=fitted.prompt_tokens,
-        truncated_messages=fitted.dropped,
-        owner=owner,
-        idempotency_key=idempotency_key,
-        sealed_upstream_key=sealed,
-    )
-    if not created:
-        return job, False
+    return fitted, body
+
+
+def _take_back(
+    svc: Services, job: Job, idempotency_key: str | None, owner: str, exc: Exception
+) -> None:
+    """Redis (or the broker) went away between storing the job and sending its message:
+    take the job back, so that the client's retry (told to by the 503, with the same
+    Idempotency-Key or not) starts one that runs. If even that fails, the job stays
+    queued and a reaper sends its message once Redis is back."""
     try:
-        if before_enqueue is not None:
-            before_enqueue(job)
-        enqueue_job(svc.celery, job.id, svc.settings.queue)
-    except Exception as exc:
-        # Redis (or the broker) went away between storing the job and sending its
-        # message: take the job back, so that the client's retry (told to by the 503,
-        # with the same Idempotency-Key or not) starts one that runs. If even that fails,
-        # the job stays queued and a reaper sends its message once Redis is back.
-        withdrawn = _withdraw(svc, job, idempotency_key, owner)
-        log.error(
-            "job %s: could not enqueue (%s: %s); %s",
-            job.id, type(exc).__name__, exc,
-            "withdrawn" if withdrawn else "left queued for the reaper to send",
-        )  # fmt: skip
-        raise ServiceUnavailable("the job queue is unavailable; retry") from exc
-    job_event(
-        log,
-        "job.accepted",
-        job.id,
-        model=params.model,
-        prompt_tokens=fitted.prompt_tokens,
-        truncated_messages=fitted.dropped,
-        own_key=upstream_key is not None,
-    )
-    return job, True
+        withdrawn = svc.store.withdraw(job.id, idempotency_key, owner)
+    except Exception as withdraw_exc:
+        log.warning("job %s: cannot withdraw it either: %s", job.id, withdraw_exc)
+        withdrawn = False
+    log.error(
+        "job %s: could not enqueue (%s: %s); %s",
+        job.id, type(exc).__name__, exc,
+        "withdrawn" if withdrawn else "left queued for the reaper to send",
+    )  # fmt: skip
 
 
-def _withdraw(svc: Services, job: Job, idempotency_key: str | None, owner: str) -> bool:
-    try:
-        return svc.store.withdraw(job.id, idempotency_key, owner)
-    except Exception as exc:
-        log.warning("job %s: cannot withdraw it either: %s", job.id, exc)
-        return False
+# -- submission slots ----------------------------------------------------------------------
+
+SLOT_WAIT = 60.0  # seconds a submission waits for a slot before it is refused (503)
 
 
-def submit_from_request(
-    svc: Services,
-    params: ChatParameters,
-    before_enqueue: Callable[[Job], None] | None = None,
-) -> tuple[Job, bool]:
-    """``submit_job`` with what the current request says: its owner (access key), its
-    ``Idempotency-Key`` and its own upstream key. Both job-starting routes use this."""
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not 1 <= len(key) <= 255:
-        raise InvalidRequest("Idempotency-Key must be 1 to 255 characters", param="Idempotency-Key")
-    owner, upstream_key = current_owner(), user_upstream_key()
-    with svc.submissions.slot():
-        return submit_job(
-            svc,
-            params,
-            owner=owner,
-            idempotency_key=key,
-            upstream_key=upstream_key,
-            before_enqueue=before_enqueue,
-        )
+class SubmissionGate:
+    """At most ``limit`` submissions in progress; ``limit`` < 1 means no limit.
 
-
-def submit_and_follow(svc: Services, params: ChatParameters) -> tuple[Job, JobFeed]:
-    """Submit a job whose events this request will stream.
-
-    The feed subscribes after the job is stored and before it is queued, so even a worker
-    that starts it at once cannot publish an event this stream then has to fetch again
-    from the log: the first delta goes out live, one relay hop after the upstream sent it.
+    ``threading`` is gevent's under gunicorn's gevent workers (monkey-patched), so waiting
+    parks the greenlet; waiters get slots in arrival order.
     """
-    opened: list[JobFeed] = []
 
-    def subscribe(job: Job) -> None:
-        opened.append(svc.feed(job.id, 0).open())
+    def __init__(self, limit: int, wait: float = SLOT_WAIT) -> None:
+        self.limit = limit
+        self.wait = wait
+        self._slots = threading.BoundedSemaphore(limit) if limit > 0 else None
 
-    try:
-        job, _created = submit_from_request(svc, params, before_enqueue=subscribe)
-    except BaseException:
-        for feed in opened:
-            feed.close()
-        raise
-    # an idempotent replay of an existing job subscribes when the stream starts
-    return job, opened[0] if opened else svc.feed(job.id, 0)
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        if self._slots is None:
+            yield
+            return
+        if not self._slots.acquire(timeout=self.wait):
+            raise Overloaded(
+                f"this gateway process is still starting other jobs after {self.wait:g}s; "
+                "try again shortly",
+                retry_after=1,
+            )
+        try:
+            yield
+        finally:
+            self._slots.release()

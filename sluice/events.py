@@ -1,4 +1,4 @@
-"""The job event schema and its two encodings: the log entry and the SSE frame.
+"""The job event schema and its encoding in the log and on pub/sub.
 
 Deliberate choices (read before changing):
 
@@ -8,9 +8,7 @@ Deliberate choices (read before changing):
 * A pub/sub message carries one or more events, one per line: ``"<id> <type> <json>"``.
   JSON never contains a raw line break (``json.dumps`` escapes ``\\n`` and ``\\r``), so
   splitting on ``\\n`` is safe, and U+2028 and friends pass through untouched.
-* The SSE frame is ``id: N\\nevent: T\\ndata: <json>\\n\\n``; the data is always one JSON
-  line, so a token containing a newline can never break the framing (flask-sse's
-  ``splitlines()`` bug).
+* How a client reads the events is a projection of the log (``gateway/wire/``).
 """
 
 from __future__ import annotations
@@ -58,12 +56,6 @@ class Event:
 
 def entry_type(entry: str) -> str:
     return entry.partition(" ")[0]
-
-
-def sse_frame(event_id: int, entry: str) -> str:
-    """Render a stored log entry as one SSE event, without parsing its JSON."""
-    type_, _, data = entry.partition(" ")
-    return f"id: {event_id}\nevent: {type_}\ndata: {data}\n\n"
 
 
 def parse_event_id(raw: str) -> int | None:

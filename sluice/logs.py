@@ -44,14 +44,17 @@ class TextFormatter(logging.Formatter):
         return _CONTROL.sub(lambda m: json.dumps(m.group(), ensure_ascii=True)[1:-1], line)
 
 
+class _SluiceHandler(logging.StreamHandler):
+    """The handler ``configure_logging`` installs once per process."""
+
+
 def configure_logging() -> None:
     level = os.environ.get("SLUICE_LOG_LEVEL", "INFO").upper()
     root = logging.getLogger()
-    if not any(getattr(h, "_sluice", False) for h in root.handlers):
-        handler = logging.StreamHandler()
+    if not any(isinstance(h, _SluiceHandler) for h in root.handlers):
+        handler = _SluiceHandler()
         json_format = os.environ.get("SLUICE_LOG_FORMAT", "text").lower() == "json"
         handler.setFormatter(JsonFormatter() if json_format else TextFormatter(FORMAT))
-        handler._sluice = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     logging.getLogger("sluice").setLevel(level)
     if root.level == logging.NOTSET or root.level > logging.INFO:

@@ -3,11 +3,25 @@
 Dated snapshots (``gpt-4o-2024-08-06``) match their family by the longest known prefix.
 Models Sluice does not know are allowed (OpenAI-compatible servers serve any name): they
 get ``SLUICE_DEFAULT_CONTEXT_WINDOW`` and are counted with ``o200k_base``, an estimate.
+
+What each family accepts upstream (``upstream_parameters``): OpenAI's reasoning models (o1,
+o3, o4-mini, gpt-5…) reject ``max_tokens`` (they take ``max_completion_tokens``) and any
+non-default ``temperature``, ``top_p``, penalties or ``logit_bias``. Users should not need
+to know: Sluice sends one request shape per family.
+
+| parameter | reasoning models | other models |
+| --- | --- | --- |
+| ``max_tokens`` (or ``max_completion_tokens``) | as ``max_completion_tokens`` | as ``max_tokens`` |
+| ``temperature``, ``top_p`` | dropped | sent |
+| ``presence_penalty``, ``frequency_penalty`` | dropped | sent |
+| ``logit_bias`` | dropped | sent |
+| ``n``, ``stop``, ``user``, ``seed`` | sent | sent |
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 O200K = "o200k_base"
 CL100K = "cl100k_base"
@@ -20,7 +34,7 @@ class ModelInfo:
     encoding: str
     known: bool = True
     # OpenAI reasoning models (o-series, gpt-5): they take max_completion_tokens and
-    # refuse non-default sampling parameters (see gateway/upstream_params.py)
+    # refuse non-default sampling parameters (``upstream_parameters``)
     reasoning: bool = False
 
 
@@ -62,3 +76,22 @@ def lookup(model: str, default_context_window: int) -> ModelInfo:
             window, encoding = KNOWN_MODELS[prefix]
             return ModelInfo(model, window, encoding, reasoning=is_reasoning(model))
     return ModelInfo(model, default_context_window, O200K, known=False)
+
+
+DROPPED_FOR_REASONING = ("temperature", "top_p", "presence_penalty", "frequency_penalty",
+                         "logit_bias")  # fmt: skip
+
+
+def upstream_parameters(model: ModelInfo, params: dict[str, Any]) -> dict[str, Any]:
+    """The optional parameters to send for ``model``; ``params`` uses ``max_tokens``."""
+    out = dict(params)
+    max_tokens = out.pop("max_tokens", None)
+    out.pop("max_completion_tokens", None)
+    if model.reasoning:
+        for name in DROPPED_FOR_REASONING:
+            out.pop(name, None)
+        if max_tokens:
+            out["max_completion_tokens"] = max_tokens
+    elif max_tokens:
+        out["max_tokens"] = max_tokens
+    return out

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from gateway.admission import SubmissionGate
+from gateway.submit import SubmissionGate
 from sluice.errors import Overloaded
 
 

@@ -6,7 +6,8 @@ import json
 
 from httpx_sse._decoders import SSEDecoder as ReferenceDecoder
 
-from sluice.events import DELTA, DONE, RESET, Event, fold, parse_message, sse_frame
+from gateway.wire.sluice_sse import sse_frame
+from sluice.events import DELTA, DONE, RESET, Event, fold, parse_message
 
 
 def test_frame_is_one_json_data_line_even_for_text_with_line_breaks() -> None:

@@ -13,7 +13,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
-from gateway.openapi import openapi_document
+from gateway.routes.openapi import openapi_document
 from sluice.settings import Settings
 from tests.conftest import ARTIFACTS
 

@@ -1,9 +1,21 @@
-"""Request bodies, validated with pydantic (strict types, ranges, no unknown fields)."""
+"""Everything a request says, read and checked in one place.
+
+The body (JSON, strictly: the right content type, valid UTF-8, a JSON object, standard
+JSON only: ``NaN`` and ``Infinity``, which Python's parser accepts, are refused, and a
+body nested deeper than the parser can follow is a 400, not a crash), validated with
+pydantic (strict types, ranges, no unknown fields); and the headers and parameters the
+routes act on: the gateway access key (``Authorization``), the caller's own upstream key
+(``X-Upstream-Api-Key``), ``Idempotency-Key``, a stream's cursor (``Last-Event-ID`` or
+``?after=``) and an event URL's signed ``token``. Whoever the access key (or token) proves
+the caller to be is decided in ``gateway.access``; ``owner()`` reads the answer.
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
+from flask import g, request
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -13,6 +25,36 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+
+from sluice.errors import InvalidRequest, UnsupportedMediaType
+from sluice.keyvault import validate_user_key
+
+# -- the body ---------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)
+
+
+def json_object() -> dict[str, Any]:
+    """The body as a JSON object, or a 400/415 that says what is wrong with it."""
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType("send the body as JSON with Content-Type: application/json")
+    raw = request.get_data(cache=False)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(f"the body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        body = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(f"the body is not valid JSON: {exc.msg} at {exc.pos}") from None
+    except RecursionError:
+        raise InvalidRequest("the body is nested too deeply") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("the body must be a JSON object")
+    return body
+
 
 NonEmptyStr = Annotated[str, StringConstraints(min_length=1)]
 MAX_MESSAGE_CHARS = 1_000_000
@@ -134,3 +176,46 @@ class ChatCompletionRequest(ChatParameters):
 
     stream: bool = False
     stream_options: StreamOptions | None = None
+
+
+# -- the headers and parameters -----------------------------------------------------------
+
+
+def bearer_key() -> str | None:
+    """The gateway access key of ``Authorization: Bearer <key>`` (as the OpenAI SDKs send
+    their ``api_key``), or None."""
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    return (key.strip() or None) if scheme.lower() == "bearer" else None
+
+
+def events_token() -> str | None:
+    """The signed ``token`` of an ``events_url`` (a browser's ``EventSource`` cannot send
+    headers, so the URL carries the proof)."""
+    return request.args.get("token") or None
+
+
+def owner() -> str:
+    """The owner id ``gateway.access`` found for this request ("" when access is open)."""
+    return getattr(g, "owner", "")
+
+
+def upstream_key() -> str | None:
+    """The caller's own upstream key (``X-Upstream-Api-Key``), if it sent one."""
+    value = request.headers.get("X-Upstream-Api-Key")
+    return None if value is None else validate_user_key(value)
+
+
+def idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= 255:
+        raise InvalidRequest("Idempotency-Key must be 1 to 255 characters", param="Idempotency-Key")
+    return key
+
+
+def cursor() -> tuple[str, str]:
+    """The client's resume cursor and the name it came in (the ``Last-Event-ID`` header
+    wins over ``?after=``); the wire format reads it (``gateway.wire``)."""
+    raw = request.headers.get("Last-Event-ID")
+    if raw is not None and raw.strip() != "":
+        return raw, "Last-Event-ID"
+    return request.args.get("after", "0"), "after"

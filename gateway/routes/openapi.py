@@ -10,11 +10,11 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify
 from pydantic import BaseModel, ConfigDict
 from pydantic.json_schema import models_json_schema
 
-from gateway.schemas import ChatCompletionRequest, JobRequest
+from gateway.request import ChatCompletionRequest, JobRequest
 
 bp = Blueprint("openapi", __name__)
 
@@ -209,5 +209,5 @@ def openapi_document() -> dict[str, Any]:
 
 
 @bp.get("/openapi.json")
-def openapi_json():  # type: ignore[no-untyped-def]
+def openapi_json() -> Response:
     return jsonify(openapi_document())

@@ -12,10 +12,10 @@ import time
 from typing import Any
 
 import requests
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify
 
-from gateway.body import json_object
-from gateway.services import services, user_upstream_key
+from gateway import request
+from gateway.services import services
 from sluice.errors import InvalidRequest, UpstreamError
 from sluice.keyvault import validate_user_key
 from sluice.models import lookup
@@ -44,9 +44,9 @@ def _fetch(base_url: str, api_key: str | None, timeout: float) -> list[dict[str,
 
 
 @bp.get("/v1/models")
-def list_models():  # type: ignore[no-untyped-def]
+def list_models() -> Response:
     settings = services().settings
-    api_key = user_upstream_key() or settings.openai_api_key
+    api_key = request.upstream_key() or settings.openai_api_key
     # cached per upstream and per key (by its hash: the key itself is not kept)
     cache_key = (settings.openai_base_url, hashlib.sha256((api_key or "").encode()).hexdigest())
     with _lock:
@@ -64,9 +64,9 @@ def list_models():  # type: ignore[no-untyped-def]
 
 
 @bp.post("/v1/keys/verify")
-def verify_key():  # type: ignore[no-untyped-def]
+def verify_key() -> Response:
     """``{"api_key": "sk-…"}`` → ``{"valid": true|false}``, by asking the upstream."""
-    body = json_object()
+    body = request.json_object()
     if set(body) != {"api_key"} or not isinstance(body["api_key"], str):
         raise InvalidRequest('send {"api_key": "<key>"}', param="api_key")
     api_key = validate_user_key(body["api_key"], param="api_key")

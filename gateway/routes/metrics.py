@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from typing import TypeVar
-
 from flask import Blueprint, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from gateway.services import services
-from sluice.metrics import ACTIVE_STREAMS, ClusterCollector, gateway_registry
+from sluice.metrics import ClusterCollector, gateway_registry
 from sluice.presence import alive_workers
 
 bp = Blueprint("metrics", __name__)
-T = TypeVar("T")
-_registry = {}
+_registry: dict[str, CollectorRegistry] = {}  # built at the first scrape
 
 
 def _cluster_values() -> dict[str, float]:
@@ -36,13 +31,3 @@ def metrics() -> Response:
     if "registry" not in _registry:
         _registry["registry"] = gateway_registry(ClusterCollector(_cluster_values))
     return Response(generate_latest(_registry["registry"]), mimetype=CONTENT_TYPE_LATEST)
-
-
-def counted(stream: Iterator[T]) -> Iterator[T]:
-    """Count an open streamed response in ``sluice_active_streams`` while it lasts."""
-    ACTIVE_STREAMS.inc()
-    try:
-        yield from stream
-    finally:
-        with contextlib.suppress(Exception):
-            ACTIVE_STREAMS.dec()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import redis
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify
 
 from gateway.services import services
 from sluice.presence import alive_workers
@@ -20,12 +20,12 @@ bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
-def healthz():  # type: ignore[no-untyped-def]
+def healthz() -> Response:
     return jsonify({"status": "ok"})
 
 
 @bp.get("/readyz")
-def readyz():  # type: ignore[no-untyped-def]
+def readyz() -> tuple[Response, int]:
     svc = services()
     checks: dict[str, dict[str, Any]] = {}
     try:

@@ -1,0 +1,136 @@
+"""``POST /v1/chat/completions``: OpenAI's API, served through Sluice's queue.
+
+Official SDKs work unchanged (the format: ``gateway/wire/openai_chunks.py``). Errors use
+OpenAI's shape and statuses. Every answer carries ``X-Sluice-Job-Id`` and
+``X-Sluice-Events-Url`` (signed like a job's ``events_url`` when access keys are on), so a
+client whose connection drops can resume the job in Sluice's own format.
+
+A streamed answer's headers wait for the job's first delta, up to ``FIRST_BYTE_WAIT`` (20
+s: retries of a refused upstream request fit, and PaaS routers, which cut a request with
+no first byte at 30 s, still see one in time, whatever the heartbeat interval). A job that
+fails before it produced anything (a bad key, a rate limit) answers with the HTTP error
+status, which SDKs turn into their typed exceptions.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from itertools import chain
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from gateway import request
+from gateway.errors import add_retry_after, from_validation_error
+from gateway.feed import HEARTBEAT, Item
+from gateway.request import ChatCompletionRequest
+from gateway.routes.jobs import links
+from gateway.services import services
+from gateway.submit import submit
+from gateway.wire import stream_response
+from gateway.wire.openai_chunks import OpenAIChunks, completion, error_body, terminal_error
+from sluice.errors import SluiceError, StreamInterrupted, error_status
+from sluice.events import DELTA, TERMINAL_EVENTS, Event, Transcript
+from sluice.store import Job
+
+bp = Blueprint("openai", __name__)
+FIRST_BYTE_WAIT = 20.0  # below the 30 s some PaaS routers allow before the first byte
+
+
+def error_response(error: dict[str, Any], job_id: str | None = None) -> Response:
+    """An error recorded as ``to_dict()``, in OpenAI's shape, with its status."""
+    response = jsonify(error_body(error))
+    response.status_code = error_status(error)
+    if job_id:
+        response.headers["X-Sluice-Job-Id"] = job_id
+    return response
+
+
+@bp.errorhandler(SluiceError)
+def _sluice_error(exc: SluiceError) -> Response:
+    body = exc.to_dict()
+    if exc.status < 500:
+        body = {**body, "code": body.get("code") or exc.type, "type": "invalid_request_error"}
+    response = jsonify(error_body(body))
+    response.status_code = exc.status
+    add_retry_after(response, exc)
+    return response
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    kind = "rate_limit_exceeded" if status == 429 else "invalid_request_error"
+    response = jsonify(error_body({"type": kind, "message": exc.description or exc.name}))
+    response.status_code = status
+    if status == 429:
+        response.headers.setdefault("Retry-After", "60")
+    return response
+
+
+@bp.errorhandler(ValidationError)
+def _validation_error(exc: ValidationError) -> Response:
+    return _sluice_error(from_validation_error(exc))
+
+
+@bp.post("/v1/chat/completions")
+def chat_completions() -> Response:
+    svc = services()
+    params = ChatCompletionRequest.model_validate(request.json_object())
+    submission = submit(svc, params, follow=True)
+    job, feed = submission.job, submission.feed
+    assert feed is not None
+    deadline = time.monotonic() + FIRST_BYTE_WAIT
+    items = iter(feed.beat_by(deadline))
+    head = _first_decisive(items, deadline)
+    last = head[-1] if head else None
+    if isinstance(last, tuple):
+        error = terminal_error(Event.from_entry(last[1]))
+        if error is not None:
+            feed.close()
+            return error_response(error, job.id)
+    headers = {"X-Sluice-Job-Id": job.id, "X-Sluice-Events-Url": links(job)["events_url"]}
+    if not params.stream:
+        return _complete(job, chain(head, items), headers)
+    include_usage = bool(params.stream_options and params.stream_options.include_usage)
+    frames = OpenAIChunks(job, include_usage).frames(chain(head, items))
+    return stream_response(frames, feed, headers)
+
+
+def _first_decisive(items: Iterator[Item], deadline: float) -> list[Item]:
+    """Events up to the first delta or terminal event, or up to the heartbeat the feed
+    yields at ``deadline`` (``JobFeed.beat_by``)."""
+    head: list[Item] = []
+    for item in items:
+        head.append(item)
+        if item is HEARTBEAT:
+            if time.monotonic() >= deadline:
+                break
+            continue
+        assert isinstance(item, tuple)
+        kind = Event.from_entry(item[1]).type
+        if kind == DELTA or kind in TERMINAL_EVENTS:
+            break
+    return head
+
+
+def _complete(job: Job, items: Iterable[Item], headers: dict[str, str]) -> Response:
+    """The non-streamed answer, once the job ends."""
+    transcript = Transcript()
+    for item in items:
+        if isinstance(item, tuple):
+            event = Event.from_entry(item[1])
+            transcript.apply(item[0], event)
+            error = terminal_error(event)
+            if error is not None:
+                return error_response(error, job.id)
+            if event.terminal:
+                break
+    else:
+        return error_response(StreamInterrupted().to_dict(), job.id)
+    response = jsonify(completion(job, transcript))
+    response.headers.update(headers)
+    return response

@@ -1,0 +1,63 @@
+"""Wire formats: each a projection of a job's event log onto what one kind of client reads.
+
+Every format is a module here with the same shape, a class that
+
+* takes the job's events, as a ``gateway.feed.JobFeed`` yields them (``(id, log entry)``
+  pairs in order, and ``HEARTBEAT`` when the job is quiet), and yields the bytes of its
+  frames (``frames(items)``), ending where its format ends; and
+* maps its own cursor, what its clients send to resume, to an event id of the log
+  (``event_id(cursor)``: None when the cursor is not one of its own).
+
+``sluice_sse`` is Sluice's own event stream (``/v1/jobs/<id>/events``); ``openai_chunks``
+is OpenAI's ``chat.completion.chunk`` stream (``/v1/chat/completions``). The log stays the
+one source of truth: a projection never reads Redis, so any format resumes from any
+gateway process, as the log does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Protocol
+
+from flask import Response
+from werkzeug.wsgi import ClosingIterator
+
+from gateway.feed import Item, JobFeed
+from sluice.metrics import ACTIVE_STREAMS
+
+SSE_HEADERS = {
+    "Cache-Control": "no-cache, no-store, no-transform",
+    "X-Accel-Buffering": "no",
+    "Content-Encoding": "identity",
+}
+
+
+class Projection(Protocol):
+    def frames(self, items: Iterable[Item]) -> Iterator[bytes]: ...
+
+    @staticmethod
+    def event_id(cursor: str) -> int | None: ...
+
+
+def stream_response(
+    frames: Iterator[bytes], feed: JobFeed, headers: Mapping[str, str] | None = None
+) -> Response:
+    """A ``text/event-stream`` response of ``frames``, counted in
+    ``sluice_active_streams`` while it lasts. The server closes the body even if it never
+    started it (a client gone before the first byte): the feed's subscription goes too."""
+    return Response(
+        ClosingIterator(_counted(frames), feed.close),
+        mimetype="text/event-stream",
+        headers={**SSE_HEADERS, **(headers or {})},
+        direct_passthrough=True,
+    )
+
+
+def _counted(frames: Iterator[bytes]) -> Iterator[bytes]:
+    ACTIVE_STREAMS.inc()
+    try:
+        yield from frames
+    finally:
+        with contextlib.suppress(Exception):
+            ACTIVE_STREAMS.dec()
