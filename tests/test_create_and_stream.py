@@ -94,3 +94,22 @@ def test_a_failed_enqueue_drops_the_subscription_and_withdraws_the_job(app: Flas
     job = retry.get_json()
     assert job["id"] != seen["job"] and sent == [job["id"]]
     assert job["status"] == "queued"
+
+
+def test_cancelling_a_job_that_expires_meanwhile_is_a_404(app: Flask) -> None:
+    """The job is found, then its keys expire before the cancel is written: the store
+    raises JobGone, which the client gets as the 404 of a job that does not exist."""
+    client = app.test_client()
+    job = client.post("/v1/jobs", json={**GOOD, "stream": False}).get_json()
+    store = app.extensions["sluice"].store
+    read = store.transcript
+
+    def expiring(job_id: str) -> Any:
+        transcript = read(job_id)
+        store.redis.delete(store.keys.job(job_id), store.keys.events(job_id))
+        return transcript
+
+    store.transcript = expiring
+    response = client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert response.status_code == 404
+    assert response.get_json()["error"]["type"] == "not_found"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import fnmatch
 import shlex
 from pathlib import Path
 
@@ -83,3 +84,18 @@ def test_compose_file_has_redis_web_and_worker_matching_the_procfile() -> None:
         assert env["REDIS_URL"] == "redis://redis:6379/0"
         assert "OPENAI_API_KEY" in env
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_the_image_leaves_out_what_it_does_not_run() -> None:
+    """``.dockerignore``: no history, tests, benchmark or development tools in the image
+    (they were all shipped), and nothing the processes need left out."""
+    patterns = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".git", ".venv", "tests", "bench", "devtools", "web"} <= patterns
+    shipped = ["gateway", "worker", "sluice", "gunicorn.conf.py", "Procfile", "requirements.txt"]
+    for name in shipped:
+        assert (ROOT / name).exists()
+        assert not any(fnmatch.fnmatch(name, pattern) for pattern in patterns), name

@@ -170,3 +170,17 @@ def test_secret_query_parameters_are_redacted(query: str, redacted: str) -> None
     assert redact_url(f"GET /v1/jobs/j/events?{query} HTTP/1.1") == (
         f"GET /v1/jobs/j/events?{redacted} HTTP/1.1"
     )
+
+
+def test_chat_completions_events_url_is_signed_like_a_jobs(guarded: Stack) -> None:
+    """The X-Sluice-Events-Url of /v1/chat/completions opens without headers, as an
+    EventSource must (it was built by hand, without the token)."""
+    with guarded.client() as c:
+        body = {**BODY, "messages": [{"role": "user", "content": "signed url"}]}
+        response = c.post("/v1/chat/completions", json=body, headers=bearer(KEY_A))
+        assert response.status_code == 200
+        events_url = response.headers["X-Sluice-Events-Url"]
+        assert "token=" in events_url
+        events = read_stream(c, events_url)  # no Authorization header
+        assert events[-1].event == "done"
+        assert events[0].event == "started"

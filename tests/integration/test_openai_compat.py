@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -10,7 +11,10 @@ import openai
 import pytest
 
 from devtools.fake_upstream import FakeUpstream, expected_reasoning, expected_reply
-from tests.support import read_stream, text_of, upstream_body
+from gateway.routes.chat_completions import FIRST_BYTE_WAIT
+from sluice.settings import Settings
+from tests.conftest import start_gateway, start_worker
+from tests.support import ProcessLogs, read_stream, text_of, upstream_body
 
 pytestmark = pytest.mark.integration
 
@@ -199,3 +203,31 @@ def test_a_malformed_idempotency_key_is_refused_here_too(gateway_url: str) -> No
     )
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "Idempotency-Key"
+
+
+def test_a_silent_job_sends_its_first_byte_at_the_deadline_not_the_heartbeat(
+    settings: Settings, process_logs: ProcessLogs
+) -> None:
+    """With the default 15 s heartbeat and an upstream silent for 25 s, a streamed answer
+    sends its first byte by ~20 s (FIRST_BYTE_WAIT), not at the second heartbeat (30 s,
+    exactly when PaaS routers cut a request with no first byte)."""
+    patient = settings.with_(
+        key_prefix=f"{settings.key_prefix}-silent", queue=f"{settings.queue}-silent",
+        heartbeat_interval=15.0, upstream_read_timeout=60.0,
+    )  # fmt: skip
+    start_worker(patient, process_logs, name="worker-silent")
+    _process, url = start_gateway(patient, process_logs, name="gateway-15s-heartbeat")
+    prompt = f"first byte {secrets.token_hex(4)}"
+    body = {"model": "silent;stall=25", "stream": True,
+            "messages": [{"role": "user", "content": prompt}]}  # fmt: skip
+    started = time.monotonic()
+    with (
+        httpx.Client(base_url=url, timeout=60) as client,
+        client.stream("POST", "/v1/chat/completions", json=body) as response,
+    ):
+        first = next(response.iter_raw())
+        waited = time.monotonic() - started
+        assert response.status_code == 200
+        assert response.headers["X-Sluice-Job-Id"]
+    assert first.startswith(b": keep-alive")
+    assert FIRST_BYTE_WAIT - 0.5 <= waited < FIRST_BYTE_WAIT + 3, waited
