@@ -6,32 +6,38 @@ thousands of open streams; a sync worker would hold a whole thread per stream.
 
 import glob
 import os
+import sys
 import tempfile
 
+try:
+    from sluice.settings import read_env
+except ModuleNotFoundError:  # --chdir from elsewhere: gunicorn adds that to sys.path later
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from sluice.settings import read_env
+
+# Each variable is declared, with its default, in sluice/settings.py (the README's table).
 # Prometheus multiprocess mode: every gateway process writes its metrics here and
 # /metrics aggregates them (sluice/metrics.py). A fresh directory per server start.
-metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(
-    prefix="sluice-metrics-"
-)
+metrics_dir = read_env("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="sluice-metrics-")
 os.makedirs(metrics_dir, exist_ok=True)
 for stale in glob.glob(os.path.join(metrics_dir, "*.db")):
     os.remove(stale)
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+bind = f"0.0.0.0:{read_env('PORT')}"
 worker_class = "gevent"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_connections = int(os.environ.get("SLUICE_WORKER_CONNECTIONS", "2000"))
+workers = read_env("WEB_CONCURRENCY")
+worker_connections = read_env("SLUICE_WORKER_CONNECTIONS")
 # gevent workers notify the arbiter independently of requests, so long streams are fine.
 timeout = 30
-graceful_timeout = int(os.environ.get("SLUICE_GRACEFUL_TIMEOUT", "20"))
+graceful_timeout = read_env("SLUICE_GRACEFUL_TIMEOUT")
 keepalive = 5
-accesslog = "-" if os.environ.get("SLUICE_ACCESS_LOG", "1") == "1" else None
+accesslog = "-" if read_env("SLUICE_ACCESS_LOG") else None
 # event URLs carry a signed token: the access log writes it as token=[redacted]
 logger_class = "gateway.access_log.RedactingLogger"
 errorlog = "-"
-loglevel = os.environ.get("SLUICE_LOG_LEVEL", "info").lower()
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+loglevel = read_env("SLUICE_LOG_LEVEL").lower()
+forwarded_allow_ips = read_env("FORWARDED_ALLOW_IPS")
 
 
 def child_exit(server, worker):  # type: ignore[no-untyped-def]
