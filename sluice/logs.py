@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from typing import Any
+
+from sluice.settings import read_env
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
 
@@ -49,11 +50,11 @@ class _SluiceHandler(logging.StreamHandler):
 
 
 def configure_logging() -> None:
-    level = os.environ.get("SLUICE_LOG_LEVEL", "INFO").upper()
+    level = str(read_env("SLUICE_LOG_LEVEL")).upper()
     root = logging.getLogger()
     if not any(isinstance(h, _SluiceHandler) for h in root.handlers):
         handler = _SluiceHandler()
-        json_format = os.environ.get("SLUICE_LOG_FORMAT", "text").lower() == "json"
+        json_format = str(read_env("SLUICE_LOG_FORMAT")).lower() == "json"
         handler.setFormatter(JsonFormatter() if json_format else TextFormatter(FORMAT))
         root.addHandler(handler)
     logging.getLogger("sluice").setLevel(level)

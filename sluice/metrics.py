@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 
 from prometheus_client import (
@@ -26,6 +25,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+
+from sluice.settings import read_env
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
@@ -78,7 +79,7 @@ class ClusterCollector(Collector):
 
 def gateway_registry(cluster: ClusterCollector) -> CollectorRegistry:
     registry = CollectorRegistry()
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if read_env("PROMETHEUS_MULTIPROC_DIR"):
         MultiProcessCollector(registry)
     else:  # a single process (tests, the Flask dev server)
         registry.register(REGISTRY)
@@ -87,7 +88,7 @@ def gateway_registry(cluster: ClusterCollector) -> CollectorRegistry:
 
 
 def serve_worker_metrics(port: int) -> None:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if read_env("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         MultiProcessCollector(registry)
         start_http_server(port, registry=registry)

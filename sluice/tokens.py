@@ -27,6 +27,7 @@ import tiktoken
 
 from sluice.errors import ContextLengthExceeded
 from sluice.models import ModelInfo, lookup
+from sluice.settings import read_env
 
 _BLOB = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
 BUNDLED_ENCODINGS = ("cl100k_base", "o200k_base")
@@ -40,7 +41,8 @@ def cache_file_name(encoding: str) -> str:
 
 
 def _default_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sluice" / "tiktoken"
+    base = read_env("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "sluice" / "tiktoken"
 
 
 def seed_tiktoken_cache() -> Path:
@@ -49,7 +51,7 @@ def seed_tiktoken_cache() -> Path:
     Honours an existing ``TIKTOKEN_CACHE_DIR``; otherwise uses ``~/.cache/sluice/tiktoken``
     (or a temporary directory when the home is read-only) and exports it.
     """
-    configured = os.environ.get("TIKTOKEN_CACHE_DIR")
+    configured = read_env("TIKTOKEN_CACHE_DIR")
     candidates = [Path(configured)] if configured else [_default_cache_dir()]
     candidates.append(Path(tempfile.gettempdir()) / "sluice-tiktoken")
     last_error: OSError | None = None

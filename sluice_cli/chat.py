@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from typing import Any, TextIO
@@ -22,6 +21,7 @@ from typing import Any, TextIO
 import requests
 
 from sluice.events import parse_event_id
+from sluice.settings import read_env
 from sluice.sse_decoder import SSEDecoder
 
 EXIT_FAILED = 1
@@ -165,14 +165,14 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True)
     chat = commands.add_parser("chat", help="stream an answer to the terminal")
     chat.add_argument("prompt", nargs="?", help="the message (default: read stdin)")
-    chat.add_argument("--url", default=os.environ.get("SLUICE_URL", "http://127.0.0.1:8000"))
-    chat.add_argument("--model", default=os.environ.get("SLUICE_MODEL", "gpt-4o-mini"))
+    chat.add_argument("--url", default=read_env("SLUICE_URL"))
+    chat.add_argument("--model", default=read_env("SLUICE_MODEL"))
     chat.add_argument("--system", help="a system prompt")
     chat.add_argument("--temperature", type=float)
     chat.add_argument("--max-tokens", type=int)
     chat.add_argument(
         "--upstream-key",
-        default=os.environ.get("SLUICE_UPSTREAM_API_KEY"),
+        default=read_env("SLUICE_UPSTREAM_API_KEY"),
         help="your own upstream API key for this job (env SLUICE_UPSTREAM_API_KEY)",
     )
     chat.add_argument("--max-reconnects", type=int, default=20)
