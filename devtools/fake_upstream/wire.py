@@ -1,0 +1,315 @@
+"""How the fake upstream's answers look on the wire, byte for byte.
+
+SSE events written as HTTP/1.1 chunks in a scenario's line style (LF, CRLF, CR, fragments,
+comments), the standard OpenAI chunk sequence and the ways providers dress it (``_Style``),
+the non-streaming ``chat.completion`` body, and OpenAI's error bodies (the 401s included, as
+the server's key check sends them too). The tests compare stream bytes exactly, so all that
+decides a byte lives here and the scenarios only choose among its options.
+
+It answers through a request, ``server._Call`` (its write, pause and stream methods), which
+is imported for type checking only: this module needs just ``replies`` at import time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from devtools.fake_upstream.replies import expected_reasoning, split_pieces
+
+if TYPE_CHECKING:
+    from devtools.fake_upstream.server import _Call, _Handler
+
+FINGERPRINT = "fp_fake"
+
+# --------------------------------------------------------------------------- SSE framing
+
+
+class _ClientGone(Exception):
+    """The client closed the connection; unwinds a stream quietly."""
+
+
+class _SSEWriter:
+    """Writes SSE events as HTTP/1.1 chunks, in the line style of the scenario."""
+
+    def __init__(
+        self,
+        call: _Call,
+        eol: str = "\n",
+        fragment: bool = False,
+        gap: float = 0.001,
+        comments: bool = False,
+    ) -> None:
+        self.call = call
+        self.eol = eol
+        self.fragment = fragment
+        self.gap = gap
+        self.comments = comments
+        self.events = 0
+
+    def send(self, payload: dict | str, event: str | None = None) -> None:
+        """One event: ``data: <json>`` plus the decorations the scenario asks for."""
+        data = payload if isinstance(payload, str) else _compact(payload)
+        lines: list[str] = []
+        if self.comments:
+            if self.events == 0:
+                self._raw(f": keep-alive{self.eol}{self.eol}retry: 3000{self.eol}{self.eol}")
+            elif self.events % 4 == 0:
+                self._raw(f": keep-alive{self.eol}{self.eol}")
+            if self.events % 2 == 0 and event is None:
+                lines.append("event: message")
+            lines.append(f"id: {self.events + 1}")
+            if self.events % 3 == 1:
+                lines.append(": keep-alive")
+        if event is not None:
+            lines.append(f"event: {event}")
+        lines.append(f"data: {data}")
+        self.events += 1
+        self._raw(self.eol.join(lines) + self.eol + self.eol)
+
+    def end(self) -> None:
+        """Terminate the chunked body cleanly (the stream is over, connection reusable)."""
+        self.call.write(b"0\r\n\r\n")
+
+    def _raw(self, text: str) -> None:
+        data = text.encode("utf-8")
+        if not self.fragment:
+            self.call.write(_chunk_frame(data))
+            return
+        sizes = itertools.cycle((1, 2, 3, 2))
+        pos = 0
+        while pos < len(data):
+            size = next(sizes)
+            self.call.write(_chunk_frame(data[pos : pos + size]))
+            pos += size
+            self.call.pause(self.gap)
+
+
+def _chunk_frame(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode("ascii") + data + b"\r\n"
+
+
+def _compact(obj: Any) -> str:
+    """OpenAI's wire style: no spaces, raw UTF-8 (so multi-byte characters hit the wire)."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+# --------------------------------------------------------------------------- chunk sequence
+
+_FILTER_OK = {
+    name: {"filtered": False, "severity": "safe"}
+    for name in ("hate", "self_harm", "sexual", "violence")
+}
+
+
+@dataclass(frozen=True)
+class _Style:
+    """How one provider dresses the standard chunk sequence."""
+
+    usage: str = "chunk"  # "chunk" (OpenAI), "none" (TGI, vLLM), "finish" (llama.cpp)
+    blank_finish_reason: bool = False  # old Ollama: "" instead of null
+    content_filter: bool = False  # Azure
+    reasoning: bool = False  # DeepSeek
+
+
+OPENAI_STYLE = _Style()
+
+
+def _chunks(call: _Call, style: _Style) -> Iterator[tuple[str, dict]]:
+    """Yield (kind, chunk) in wire order: prelude, role, reasoning, piece, finish, usage."""
+    plan = call.plan()
+    reasoning = split_pieces(expected_reasoning(call.body)) if style.reasoning else []
+    usage = call.usage(plan, len(reasoning) * len(plan))
+    null_usage = style.usage == "chunk" and call.include_usage
+
+    def chunk(choices: list[dict], **extra: Any) -> dict:
+        out = {
+            "id": call.id,
+            "object": "chat.completion.chunk",
+            "created": call.created,
+            "model": call.model,
+            "system_fingerprint": FINGERPRINT,
+            "choices": choices,
+        }
+        if null_usage:
+            out["usage"] = None
+        out.update(extra)
+        return out
+
+    def choice(index: int, delta: dict, finish: str | None = None, filtered: bool = True) -> dict:
+        if finish is None and style.blank_finish_reason:
+            finish = ""
+        out = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+        if style.content_filter:
+            out["content_filter_results"] = _FILTER_OK if filtered else {}
+        return out
+
+    if style.content_filter:
+        yield (
+            "prelude",
+            {
+                "id": "",
+                "choices": [],
+                "created": 0,
+                "model": "",
+                "object": "",
+                "prompt_filter_results": [
+                    {"prompt_index": 0, "content_filter_results": _FILTER_OK}
+                ],
+            },
+        )
+    for c in plan:
+        yield "role", chunk([choice(c.index, {"role": "assistant", "content": ""}, None, False)])
+    for piece in reasoning:
+        for c in plan:
+            delta = {"content": None, "reasoning_content": piece}
+            yield "reasoning", chunk([choice(c.index, delta)])
+    for row in itertools.zip_longest(*(c.pieces for c in plan)):
+        for c, piece in zip(plan, row, strict=True):
+            if piece is not None:
+                delta: dict[str, Any] = {"content": piece}
+                if reasoning:
+                    delta["reasoning_content"] = None
+                yield "piece", chunk([choice(c.index, delta)])
+    for c in plan:
+        extra: dict[str, Any] = {}
+        if style.usage == "finish" and c is plan[-1]:
+            extra = {"usage": usage, "timings": _timings(usage)}
+        yield "finish", chunk([choice(c.index, {}, c.finish_reason, False)], **extra)
+    if null_usage:
+        yield "usage", chunk([], usage=usage)
+
+
+def _timings(usage: dict) -> dict:
+    """llama.cpp's per-request timing block (numbers are made up but consistent)."""
+    prompt_n, predicted_n = usage["prompt_tokens"], usage["completion_tokens"]
+    return {
+        "prompt_n": prompt_n,
+        "prompt_ms": prompt_n * 0.5,
+        "prompt_per_token_ms": 0.5,
+        "prompt_per_second": 2000.0,
+        "predicted_n": predicted_n,
+        "predicted_ms": predicted_n * 10.0,
+        "predicted_per_token_ms": 10.0,
+        "predicted_per_second": 100.0,
+    }
+
+
+Fault = Callable[["_Call", "_SSEWriter | None"], None]
+
+
+def _respond(
+    call: _Call,
+    style: _Style = OPENAI_STYLE,
+    *,
+    done: bool = True,
+    fault: Fault | None = None,
+    **wire: Any,
+) -> None:
+    """Answer with the standard sequence; `fault` replaces the rest after fail_after pieces."""
+    if not call.stream:
+        if fault is not None:
+            fault(call, None)
+        else:
+            _respond_json(call, style)
+        return
+    with call.open_stream():
+        sse = call.start_stream(close=fault is not None or not done, **wire)
+        pieces = 0
+        for kind, chunk in _chunks(call, style):
+            at_fault = kind == "finish" or (kind == "piece" and pieces >= call.fail_after)
+            if fault is not None and at_fault:
+                fault(call, sse)
+                return
+            if kind in ("piece", "reasoning"):
+                call.pause(call.delay)
+                call.upstream.disruptions.hold(call.upstream._stopping)
+                if call.record is not None and call.peer_closed():
+                    # a write to a peer that has gone may still succeed once: it must not
+                    # be recorded as sent (a client that timed out during a stall)
+                    raise _ClientGone
+            if kind == "piece":
+                pieces += 1
+            sse.send(chunk)
+            if call.record is not None:
+                call.record.wrote(chunk)
+        if done and not call.upstream.disruptions.omitting_done():
+            sse.send("[DONE]")
+        sse.end()
+        if call.record is not None:
+            call.record.finished = True
+
+
+def _respond_json(call: _Call, style: _Style) -> None:
+    """A ``chat.completion`` object; waits as long as the stream would have taken."""
+    plan = call.plan()
+    reasoning = expected_reasoning(call.body) if style.reasoning else ""
+    n_reasoning = len(split_pieces(reasoning)) * len(plan)
+    call.pause(call.delay * (sum(len(c.pieces) for c in plan) + n_reasoning))
+    usage = call.usage(plan, n_reasoning)
+    choices = []
+    for c in plan:
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(c.pieces)}
+        if style.reasoning:
+            message["reasoning_content"] = reasoning
+        else:
+            message["refusal"] = None
+        choice: dict[str, Any] = {
+            "index": c.index,
+            "message": message,
+            "logprobs": None,
+            "finish_reason": c.finish_reason,
+        }
+        if style.content_filter:
+            choice["content_filter_results"] = _FILTER_OK
+        choices.append(choice)
+    out: dict[str, Any] = {
+        "id": call.id,
+        "object": "chat.completion",
+        "created": call.created,
+        "model": call.model,
+        "choices": choices,
+        "usage": usage,
+        "system_fingerprint": FINGERPRINT,
+    }
+    if style.content_filter:
+        out["prompt_filter_results"] = [{"prompt_index": 0, "content_filter_results": _FILTER_OK}]
+    if style.usage == "finish":
+        out["timings"] = _timings(usage)
+    call.send_json(200, out)
+
+
+# --------------------------------------------------------------------------- error bodies
+
+
+def _error_body(message: str, type_: str, param: str | None = None, code: Any = None) -> dict:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def _mask_key(key: str) -> str:
+    """OpenAI echoes a wrong key as its first 5 and last 2 characters (``sk-ab***yz``)."""
+    return key if len(key) <= 8 else f"{key[:5]}***{key[-2:]}"
+
+
+def _unauthorized(handler: _Handler) -> None:
+    """OpenAI's 401: a missing key and a wrong key get different messages and codes."""
+    key = handler.bearer_key()
+    if not key:
+        message = (
+            "You didn't provide an API key. You need to provide your API key in an "
+            "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or "
+            "as the password field (with blank username) if you're accessing the API from your "
+            "browser and are prompted for a username and password. You can obtain an API key "
+            "from https://platform.openai.com/account/api-keys."
+        )
+        body = _error_body(message, "invalid_request_error")
+    else:
+        message = (
+            f"Incorrect API key provided: {_mask_key(key)}. You can find your API key at "
+            "https://platform.openai.com/account/api-keys."
+        )
+        body = _error_body(message, "invalid_request_error", None, "invalid_api_key")
+    handler.send_json_error(401, body)
