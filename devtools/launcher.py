@@ -20,7 +20,7 @@ from pathlib import Path
 from devtools.fake_upstream import FakeUpstream
 from devtools.local_redis import ensure_redis
 from sluice.logs import configure_logging
-from sluice.settings import Settings
+from sluice.settings import Settings, read_env
 
 log = logging.getLogger("devtools.launcher")
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +47,7 @@ def main() -> int:
     env["REDIS_URL"] = redis_url
     demo: FakeUpstream | None = None
     if not settings.openai_api_key:
-        demo_port = int(os.environ.get("SLUICE_DEMO_PORT", "0"))
+        demo_port = int(read_env("SLUICE_DEMO_PORT"))
         demo = FakeUpstream(port=demo_port, demo=True).start()
         env["OPENAI_BASE_URL"] = demo.base_url
         log.warning(

@@ -21,14 +21,14 @@ pytestmark = pytest.mark.integration
 
 def cli(gateway_url: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "sluice", "chat", "--url", gateway_url, *args],
+        [sys.executable, "-m", "sluice_cli", "chat", "--url", gateway_url, *args],
         cwd=ROOT, input=stdin, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
 
 
 def start_cli(gateway_url: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-u", "-m", "sluice", "chat", "--url", gateway_url, *args],
+        [sys.executable, "-u", "-m", "sluice_cli", "chat", "--url", gateway_url, *args],
         cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
     )  # fmt: skip
