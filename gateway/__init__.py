@@ -43,7 +43,8 @@ def create_app(settings: Settings | None = None) -> Flask:
             max_age=600,
         )  # fmt: skip
     if settings.proxy_hops:
-        app.wsgi_app = ProxyFix(
+        # Flask's documented way to wrap its WSGI app; mypy sees it as replacing a method
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app,
             x_for=settings.proxy_hops,
             x_proto=settings.proxy_hops,

@@ -62,10 +62,10 @@ class AccessControl:
         token = events_token()
         if token and request.endpoint == EVENTS_ENDPOINT and request.view_args:
             job_id = str(request.view_args.get("job_id", ""))
-            owner = self.events_token_owner(job_id, token)
-            if owner is None:
+            token_owner = self.events_token_owner(job_id, token)
+            if token_owner is None:
                 raise NotFound(f"no job {job_id!r} (it may have expired)")
-            g.owner = owner
+            g.owner = token_owner
             return
         raise Unauthorized("send a valid access key: Authorization: Bearer <key>")
 

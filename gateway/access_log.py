@@ -39,8 +39,10 @@ class RedactingLogger(Logger):
     """gunicorn's logger with secret query parameters redacted in every access atom that
     can hold a URL: the request line (``%(r)s``), the query (``%(q)s``), the referer."""
 
-    def atoms(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> dict:
-        atoms = super().atoms(resp, req, environ, request_time)
+    def atoms(
+        self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any
+    ) -> dict[str, Any]:
+        atoms: dict[str, Any] = super().atoms(resp, req, environ, request_time)
         if isinstance(atoms.get("q"), str):
             atoms["q"] = redact_query(atoms["q"])
         for key in ("r", "f", "{referer}i"):

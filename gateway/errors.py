@@ -25,6 +25,7 @@ from sluice.errors import (
 
 log = logging.getLogger("sluice.gateway")
 
+
 def error_response(error: SluiceError) -> tuple[Response, int]:
     response = jsonify({"error": error.to_dict()})
     add_retry_after(response, error)

@@ -186,7 +186,7 @@ class Hub:
     def _connect(self) -> redis.client.PubSub:
         """A new connection, subscribed to the control channel and every channel that has
         listeners; from the moment it is published here, ``subscribe`` sends on it."""
-        pubsub = self.client.pubsub()
+        pubsub: redis.client.PubSub = self.client.pubsub()
         pubsub.subscribe(self.control_channel)  # opens the connection
         with self._lock:
             reconnect = self._pubsub is not None
@@ -206,7 +206,7 @@ class Hub:
         while True:
             # block in the read itself: a timeout makes redis-py poll the socket
             # first, one more system call per message (≈ 10 % of the relay's CPU)
-            message = pubsub.get_message(timeout=None)
+            message = pubsub.get_message(timeout=None)  # type: ignore[arg-type]  # (blocks)
             if message is None:
                 continue
             kind, channel = message["type"], message["channel"]

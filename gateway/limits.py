@@ -7,7 +7,10 @@ Redis, so every gateway process shares them.
 
 from __future__ import annotations
 
+from typing import cast
+
 from flask import Flask, request
+from flask.typing import RouteCallable
 from flask_limiter import Limiter
 
 from gateway import request as incoming
@@ -29,12 +32,12 @@ def install_rate_limits(app: Flask, settings: Settings) -> Limiter | None:
         key_func=client_key,
         app=app,
         storage_uri=settings.redis_url,
-        storage_options=dict(tls_options(settings)),
+        storage_options={**tls_options(settings)},
         strategy="moving-window",
         headers_enabled=True,
         key_prefix=f"{settings.key_prefix}:ratelimit",
     )
     for endpoint in LIMITED_ENDPOINTS:
         view = app.view_functions[endpoint]
-        app.view_functions[endpoint] = limiter.limit(settings.rate_limit)(view)
+        app.view_functions[endpoint] = cast(RouteCallable, limiter.limit(settings.rate_limit)(view))
     return limiter

@@ -53,4 +53,5 @@ class Services:
 
 
 def services() -> Services:
-    return current_app.extensions["sluice"]
+    services: Services = current_app.extensions["sluice"]
+    return services

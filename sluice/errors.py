@@ -47,16 +47,18 @@ PASSED_THROUGH_STATUSES = frozenset({400, 401, 403, 404, 409, 422, 429})
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 
 
+BY_TYPE: dict[str, type[SluiceError]] = {}  # each class by its ``type``, the first wins
+
+
 class SluiceError(Exception):
     """Base class: a failure with a stable ``type``, an HTTP ``status`` and a message."""
 
     type: ClassVar[str] = "internal_error"
     status: int = 500
-    by_type: ClassVar[dict[str, type[SluiceError]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        SluiceError.by_type.setdefault(cls.type, cls)
+        BY_TYPE.setdefault(cls.type, cls)
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
@@ -308,7 +310,7 @@ def _upstream_status(upstream_status: int | None, default: int) -> int:
 def error_status(error: dict[str, Any]) -> int:
     """The HTTP status for an error recorded in a job's ``error`` event (``to_dict()``
     of one of the classes above): the upstream's own when it is about the request."""
-    cls = SluiceError.by_type.get(str(error.get("type", "")), InvalidRequest)
+    cls = BY_TYPE.get(str(error.get("type", "")), InvalidRequest)
     upstream_status = error.get("status")
     if issubclass(cls, UpstreamError):
         return _upstream_status(

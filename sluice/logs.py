@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from typing import Any
+from typing import Any, TextIO
 
 from sluice.settings import read_env
 
@@ -45,7 +45,7 @@ class TextFormatter(logging.Formatter):
         return _CONTROL.sub(lambda m: json.dumps(m.group(), ensure_ascii=True)[1:-1], line)
 
 
-class _SluiceHandler(logging.StreamHandler):
+class _SluiceHandler(logging.StreamHandler[TextIO]):
     """The handler ``configure_logging`` installs once per process."""
 
 

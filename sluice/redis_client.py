@@ -40,7 +40,7 @@ def make_redis(settings: Settings, **overrides: object) -> redis.Redis:
 CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
 
 
-def tls_options(settings: Settings) -> dict[str, object]:
+def tls_options(settings: Settings) -> dict[str, str]:
     """redis-py's TLS options for a ``rediss://`` URL (none for ``redis://``)."""
     if not settings.redis_url.startswith("rediss://") or "ssl_cert_reqs" in settings.redis_url:
         return {}

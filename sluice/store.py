@@ -12,7 +12,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis.commands.core import Script
@@ -151,13 +151,13 @@ class JobStore:
         if idempotency_key is not None:
             idem = self.keys.idempotency(f"{owner}:{idempotency_key}")
             if not self.redis.set(idem, job_id, nx=True, ex=self.settings.job_ttl):
-                existing_id = self.redis.get(idem)
+                existing_id = cast("str | None", self.redis.get(idem))
                 existing = self.get(existing_id) if existing_id else None
                 if existing is not None:
                     return existing, False
                 self.redis.set(idem, job_id, ex=self.settings.job_ttl)
         now = time.time()
-        mapping = {
+        mapping: dict[str, str | int | float] = {
             "status": QUEUED,
             "model": model,
             "created_at": repr(now),
@@ -173,14 +173,14 @@ class JobStore:
             mapping["upstream_key"] = sealed_upstream_key
         key = self.keys.job(job_id)
         with self.redis.pipeline() as pipe:
-            pipe.hset(key, mapping=mapping)
+            pipe.hset(key, mapping=cast("dict[Any, Any]", mapping))
             pipe.expire(key, self.settings.max_job_age)
             pipe.zadd(self.keys.queued, {job_id: now})
             pipe.execute()
         return Job.from_hash(job_id, {k: str(v) for k, v in mapping.items()}), True
 
     def get(self, job_id: str) -> Job | None:
-        h = self.redis.hgetall(self.keys.job(job_id))
+        h = cast("dict[str, str]", self.redis.hgetall(self.keys.job(job_id)))
         return Job.from_hash(job_id, h) if h else None
 
     def read_events(
@@ -189,7 +189,7 @@ class JobStore:
         """The log entries with ids greater than ``after`` (at most ``limit``), as
         ``(id, entry)``."""
         end = -1 if limit is None else after + limit - 1
-        entries = self.redis.lrange(self.keys.events(job_id), after, end)
+        entries = cast("list[str]", self.redis.lrange(self.keys.events(job_id), after, end))
         return [(after + i + 1, entry) for i, entry in enumerate(entries)]
 
     def transcript(self, job_id: str) -> Transcript:
@@ -210,7 +210,12 @@ class JobStore:
             self.keys.channel(job_id),
             self.keys.queued,
         ]
-        args = [job_id, repr(now), now + self.settings.lease_ttl, self.settings.max_job_age]
+        args: list[str | float] = [
+            job_id,
+            repr(now),
+            now + self.settings.lease_ttl,
+            self.settings.max_job_age,
+        ]
         pairs = self._claim(keys=keys, args=args)
         if not pairs:
             return None
@@ -233,8 +238,9 @@ class JobStore:
 
     def expired_leases(self, limit: int = 100) -> list[str]:
         """Ids of running jobs whose lease has run out (their worker is presumably dead)."""
-        return list(
-            self.redis.zrangebyscore(self.keys.leases, "-inf", time.time(), start=0, num=limit)
+        return cast(
+            "list[str]",
+            self.redis.zrangebyscore(self.keys.leases, "-inf", time.time(), start=0, num=limit),
         )
 
     def reap(self, job_id: str) -> int:
@@ -253,7 +259,7 @@ class JobStore:
             self.keys.leases,
             self.keys.queued,
         ]
-        args = [
+        args: list[str | int] = [
             job_id,
             repr(time.time()),
             self.settings.max_attempts,
@@ -322,8 +328,11 @@ class JobStore:
         """Queued jobs whose message was last sent before ``moment`` (a Unix time), oldest
         first, as ``(job id, sent at)``: either still waiting their turn in the broker, or
         stranded (their message lost, or held by a worker that died before claiming)."""
-        pairs = self.redis.zrangebyscore(
-            self.keys.queued, "-inf", f"({moment}", start=0, num=limit, withscores=True
+        pairs = cast(
+            "list[tuple[str, float]]",
+            self.redis.zrangebyscore(
+                self.keys.queued, "-inf", f"({moment}", start=0, num=limit, withscores=True
+            ),
         )
         return [(job_id, float(score)) for job_id, score in pairs]
 

@@ -46,9 +46,9 @@ def cooperative_kombu_sleep() -> bool:
         return False
     import kombu.utils.functional as kombu_functional
 
-    if kombu_functional.sleep is not monkey.get_original("time", "sleep"):
+    if getattr(kombu_functional, "sleep", None) is not monkey.get_original("time", "sleep"):
         return False
-    kombu_functional.sleep = time.sleep  # gevent's, since time is patched
+    setattr(kombu_functional, "sleep", time.sleep)  # noqa: B010 (gevent's: time is patched)
     log.debug("kombu's retry sleep now yields to the event loop")
     return True
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
@@ -11,7 +13,7 @@ from sluice.store import ScriptCall
 Command = ScriptCall | tuple[str, ...]
 
 
-def send_together(client: redis.Redis, commands: list[Command]) -> list[object]:
+def send_together(client: redis.Redis, commands: Sequence[Command]) -> list[object]:
     """Each command's reply, or the error it alone raised, in order; raises only what
     fails the whole round trip (a connection error).
 
@@ -34,7 +36,7 @@ def send_together(client: redis.Redis, commands: list[Command]) -> list[object]:
     return replies
 
 
-def _pipeline(client: redis.Redis, commands: list[Command]) -> list[object]:
+def _pipeline(client: redis.Redis, commands: Sequence[Command]) -> list[object]:
     pipe = client.pipeline(transaction=False)
     for command in commands:
         if isinstance(command, ScriptCall):

@@ -84,10 +84,11 @@ class Reaper:
         many were sent. Only jobs sent before the head of the queue are read, so a long
         queue of jobs waiting their turn costs one round trip a sweep, not one a job."""
         own = self.store.settings.queue
-        heads: dict[str, float | None] = {own: self._head_sent_at(own)}
-        if heads[own] is None:
+        own_head = self._head_sent_at(own)
+        if own_head is None:
             return 0  # the head is not a queued job's; it is consumed soon, look then
-        cutoff = min(time.time() - self.store.settings.lease_ttl, heads[own] - SEND_ORDER_SLACK)
+        heads: dict[str, float | None] = {own: own_head}
+        cutoff = min(time.time() - self.store.settings.lease_ttl, own_head - SEND_ORDER_SLACK)
         sent = 0
         for job_id, sent_at in self.store.sent_before(cutoff):
             job = self.store.get(job_id)

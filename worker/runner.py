@@ -31,6 +31,7 @@ import logging
 import random
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import redis
 import requests
@@ -269,7 +270,7 @@ class JobRun:
                 job.model,
                 self.settings.default_context_window,
             )
-        data = {
+        data: dict[str, Any] = {
             "finish_reasons": reader.finish_reason_list(),
             "usage": usage,
             "usage_estimated": estimated,
@@ -345,4 +346,4 @@ def backoff(retry: int, retry_after: float | None) -> float:
     """openai-python's schedule: 0.5 s doubling to 8 s, with jitter; Retry-After wins."""
     if retry_after is not None:
         return retry_after
-    return min(8.0, 0.5 * 2**retry) * random.uniform(0.75, 1.0)
+    return min(8.0, 0.5 * 2.0**retry) * random.uniform(0.75, 1.0)

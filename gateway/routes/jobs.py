@@ -35,11 +35,12 @@ def links(job: Job) -> dict[str, str]:
     """The job's URLs; ``events_url`` carries a signed token when access keys are on, so
     a browser's ``EventSource`` (which cannot send headers) can open it."""
     token = services().access.events_token(job.id, job.owner)
-    params = {"token": token} if token else {}
-    return {
-        "url": url_for("jobs.get_job", job_id=job.id),
-        "events_url": url_for("jobs.job_events", job_id=job.id, **params),
-    }
+    events_url = (
+        url_for("jobs.job_events", job_id=job.id, token=token)
+        if token
+        else url_for("jobs.job_events", job_id=job.id)
+    )
+    return {"url": url_for("jobs.get_job", job_id=job.id), "events_url": events_url}
 
 
 @bp.post("/v1/jobs")
