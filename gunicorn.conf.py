@@ -8,6 +8,7 @@ import glob
 import os
 import sys
 import tempfile
+from typing import Any
 
 try:
     from sluice.settings import read_env
@@ -40,14 +41,14 @@ loglevel = read_env("SLUICE_LOG_LEVEL").lower()
 forwarded_allow_ips = read_env("FORWARDED_ALLOW_IPS")
 
 
-def child_exit(server, worker):  # type: ignore[no-untyped-def]
+def child_exit(server: Any, worker: Any) -> None:
     """A gateway process ended: drop its live gauges from /metrics."""
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
 
 
-def post_worker_init(worker):  # type: ignore[no-untyped-def]
+def post_worker_init(worker: Any) -> None:
     """The app is loaded: keep full garbage collections short (``sluice/heap.py``).
 
     On SIGTERM, end this process's streams at once: their clients reconnect (with

@@ -28,7 +28,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import uvloop
 
@@ -185,7 +185,7 @@ class HTTPProtocol(asyncio.Protocol):
         self.close_after = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's TCPTransport
+        self.transport = cast(asyncio.Transport, transport)  # a TCP one (uvloop's)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.emitter is not None:

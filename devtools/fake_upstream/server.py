@@ -58,8 +58,8 @@ class _Headers(dict[str, str]):
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and super().__contains__(key.lower())
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
-        return super().get(key.lower(), default)
+    def get(self, key: object, default: Any = None) -> Any:
+        return super().get(key.lower() if isinstance(key, str) else key, default)
 
 
 @dataclass
