@@ -11,11 +11,13 @@ import contextlib
 import json
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis
 from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 from sluice import scripts
 from sluice.errors import (
@@ -65,6 +67,44 @@ def append_result(job_id: str, result: object) -> int:
     if last < 0:
         raise _APPEND_REFUSALS[last](f"job {job_id}: event refused ({last})")
     return last
+
+
+# several commands in one round trip, script calls among them (the worker's group commit
+# and its watcher send the calls of many jobs together)
+Command = ScriptCall | tuple[str, ...]
+
+
+def send_together(client: redis.Redis, commands: Sequence[Command]) -> list[object]:
+    """Each command's reply, or the error it alone raised, in order; raises only what
+    fails the whole round trip (a connection error).
+
+    A script call goes as EVALSHA; if Redis lost its script cache (a restart, SCRIPT
+    FLUSH), the scripts are loaded and the calls that met NOSCRIPT are sent again.
+    """
+    replies = _pipeline(client, commands)
+    missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+    if missing:
+        lost: dict[str, Script] = {}
+        for i in missing:
+            call = commands[i]
+            assert isinstance(call, ScriptCall)  # only EVALSHA meets NOSCRIPT
+            lost[call.script.sha] = call.script
+        for script in lost.values():  # each once, however many calls met NOSCRIPT
+            client.script_load(script.script)
+        again = _pipeline(client, [commands[i] for i in missing])
+        for i, reply in zip(missing, again, strict=True):
+            replies[i] = reply
+    return replies
+
+
+def _pipeline(client: redis.Redis, commands: Sequence[Command]) -> list[object]:
+    pipe = client.pipeline(transaction=False)
+    for command in commands:
+        if isinstance(command, ScriptCall):
+            pipe.evalsha(command.script.sha, len(command.keys), *command.keys, *command.args)
+        else:
+            pipe.execute_command(*command)
+    return pipe.execute(raise_on_error=False)
 
 
 def new_job_id() -> str:

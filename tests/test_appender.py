@@ -14,10 +14,9 @@ from redis.retry import Retry
 
 from sluice.errors import AttemptSuperseded, JobAlreadyEnded, JobGone
 from sluice.events import CANCELLED, Event
-from sluice.store import JobStore
+from sluice.store import JobStore, send_together
 from tests.support import delta, running_job
 from worker.event_log import EventLog
-from worker.pipelined import send_together
 
 
 def _batches() -> tuple[float, float]:

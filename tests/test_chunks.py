@@ -6,7 +6,7 @@ import pytest
 
 from sluice.errors import UpstreamError, UpstreamProtocolError
 from sluice.sse_decoder import ServerSentEvent
-from worker.chunks import ChunkReader
+from worker.upstream import ChunkReader
 
 
 def test_azure_first_chunk_with_empty_choices_is_skipped() -> None:

@@ -49,8 +49,7 @@ import redis
 from sluice.errors import AttemptSuperseded, OutOfSequence
 from sluice.events import Event
 from sluice.metrics import APPEND_BATCH
-from sluice.store import JobStore, append_result
-from worker.pipelined import send_together
+from sluice.store import JobStore, append_result, send_together
 
 log = logging.getLogger("sluice.worker")
 REPLY_TIMEOUT = 60.0  # seconds an append waits for its batch's reply before giving up

@@ -52,10 +52,9 @@ from sluice.settings import Settings
 from sluice.sse_decoder import ServerSentEvent, SSEDecoder, SSEProtocolError
 from sluice.store import Job, JobStore
 from sluice.tokens import estimate_usage
-from worker.chunks import ChunkReader
 from worker.event_log import EventLog
 from worker.gevent_tuning import yield_to_running_streams
-from worker.upstream import Upstream, map_read_error, recycle
+from worker.upstream import ChunkReader, Upstream, map_read_error, recycle
 from worker.watcher import JobWatcher, JobWatchers
 
 log = logging.getLogger("sluice.worker")

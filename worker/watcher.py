@@ -25,8 +25,7 @@ from typing import Any
 
 import redis
 
-from sluice.store import RUNNING, JobStore
-from worker.pipelined import Command, send_together
+from sluice.store import RUNNING, Command, JobStore, send_together
 from worker.upstream import socket_of
 
 log = logging.getLogger("sluice.worker")
