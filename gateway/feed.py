@@ -172,7 +172,7 @@ class JobFeed:
                     yield HEARTBEAT
                     next_beat = self._next_beat()
         except redis.RedisError as exc:
-            log.warning("job %s: relay lost Redis (%s); closing the stream", self.job_id, exc)
+            log.warning("job %s: the feed lost Redis (%s); closing the stream", self.job_id, exc)
         except GeneratorExit:
             log.debug("job %s: client went away at event %d", self.job_id, self.last)
             raise

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import cast
 
-from flask import Flask, request
+from flask import Flask
 from flask.typing import RouteCallable
 from flask_limiter import Limiter
 
@@ -22,7 +22,7 @@ LIMITED_ENDPOINTS = ("jobs.create_job", "openai.chat_completions", "upstream.ver
 
 def client_key() -> str:
     owner = incoming.owner()
-    return f"key:{owner}" if owner else f"addr:{request.remote_addr or 'unknown'}"
+    return f"key:{owner}" if owner else f"addr:{incoming.client_address()}"
 
 
 def install_rate_limits(app: Flask, settings: Settings) -> Limiter | None:

@@ -194,6 +194,11 @@ def events_token() -> str | None:
     return request.args.get("token") or None
 
 
+def client_address() -> str:
+    """The caller's address (the one a trusted proxy saw, with ``SLUICE_PROXY_HOPS``)."""
+    return request.remote_addr or "unknown"
+
+
 def owner() -> str:
     """The owner id ``gateway.access`` found for this request ("" when access is open)."""
     return getattr(g, "owner", "")
