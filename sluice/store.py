@@ -169,6 +169,16 @@ class JobStore:
         self._release = client.register_script(scripts.RELEASE)
         self._withdraw = client.register_script(scripts.WITHDRAW)
 
+    def _log_keys(self, job_id: str) -> list[str]:
+        """The keys of the scripts that write a job's log (``APPEND``, ``REAP``)."""
+        return [
+            self.keys.job(job_id),
+            self.keys.events(job_id),
+            self.keys.channel(job_id),
+            self.keys.leases,
+            self.keys.queued,
+        ]
+
     # -- creating and reading -------------------------------------------------------------
 
     def create(
@@ -292,13 +302,7 @@ class JobStore:
         error = WorkerLost(
             f"the worker running this job was lost ({self.settings.max_attempts} attempts)"
         ).to_dict()
-        keys = [
-            self.keys.job(job_id),
-            self.keys.events(job_id),
-            self.keys.channel(job_id),
-            self.keys.leases,
-            self.keys.queued,
-        ]
+        keys = self._log_keys(job_id)
         args: list[str | int] = [
             job_id,
             repr(time.time()),
@@ -353,13 +357,7 @@ class JobStore:
         ]
         for name, value in (fields or {}).items():
             args += [name, value]
-        keys = [
-            self.keys.job(job_id),
-            self.keys.events(job_id),
-            self.keys.channel(job_id),
-            self.keys.leases,
-            self.keys.queued,
-        ]
+        keys = self._log_keys(job_id)
         return ScriptCall(self._append, keys, args)
 
     # -- jobs whose message went missing -------------------------------------------------
