@@ -15,7 +15,7 @@ from redis.retry import Retry
 from sluice.errors import AttemptSuperseded, JobAlreadyEnded, JobGone
 from sluice.events import CANCELLED, Event
 from sluice.store import JobStore, send_together
-from tests.support import delta, running_job
+from tests.helpers.support import delta, running_job
 from worker.event_log import EventLog
 
 

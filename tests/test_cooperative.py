@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.support import json_from_child
+from tests.helpers.support import json_from_child
 
 # a child process, started as the `celery` command starts a worker: the pool is chosen
 # (and kombu imported) before gevent patches, then the worker's app is imported

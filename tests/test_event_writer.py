@@ -4,7 +4,7 @@ refusals surface, and lost replies are sent again without writing anything twice
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pytest
 import redis
@@ -14,8 +14,8 @@ from redis.retry import Retry
 import worker.event_log
 from sluice.errors import AttemptSuperseded, JobAlreadyEnded
 from sluice.events import DONE, Event
-from sluice.store import JobStore
-from tests.support import delta, running_job, wait_until
+from sluice.store import JobStore, ScriptCall
+from tests.helpers.support import delta, running_job, wait_until
 from worker.event_log import AttemptWriter, EventLog
 
 
@@ -82,15 +82,19 @@ def test_a_refusal_is_raised_by_a_later_write_or_flush(store: JobStore) -> None:
     assert store.transcript(job_id).texts() == ["a"]
 
 
-Fault = Callable[[Callable[..., list[object]], redis.Redis, list[object]], list[object]]
+Fault = Callable[[Callable[..., list[object]], redis.Redis, Sequence[object]], list[object]]
 
 
-def _lose_reply(send: Callable[..., list[object]], client: redis.Redis, calls: list[object]):
+def _lose_reply(
+    send: Callable[..., list[object]], client: redis.Redis, calls: Sequence[object]
+) -> list[object]:
     send(client, calls)  # the writes land ...
     raise redis.ConnectionError("connection reset (the reply was lost)")  # ... unconfirmed
 
 
-def _drop_request(send: Callable[..., list[object]], client: redis.Redis, calls: list[object]):
+def _drop_request(
+    send: Callable[..., list[object]], client: redis.Redis, calls: Sequence[object]
+) -> list[object]:
     raise redis.ConnectionError("connection reset (the request was lost)")
 
 
@@ -113,9 +117,9 @@ def test_lost_round_trips_are_sent_again_without_loss_or_repeat(
     real_send = worker.event_log.send_together
     sent: list[int] = []  # the number of events in each round trip attempted
 
-    def faulty_send(client: redis.Redis, calls: list[object]) -> list[object]:
+    def faulty_send(client: redis.Redis, calls: Sequence[ScriptCall]) -> list[object]:
         fault = faults[len(sent)] if len(sent) < len(faults) else None
-        sent.append(sum(call.args[7] for call in calls))  # type: ignore[attr-defined]
+        sent.append(sum(call.args[7] for call in calls))
         if fault is None:
             return real_send(client, calls)
         return fault(real_send, client, calls)

@@ -11,7 +11,7 @@ from gateway.feed import REPLAY_PAGE, JobFeed
 from gateway.hub import Hub
 from sluice.events import DONE, Event
 from sluice.store import JobStore
-from tests.support import delta, running_job
+from tests.helpers.support import delta, running_job
 
 
 def test_a_long_log_is_replayed_a_page_at_a_time_without_gaps_or_repeats(

@@ -15,7 +15,7 @@ from schemathesis.checks import not_a_server_error
 
 from gateway.routes.openapi import openapi_document
 from sluice.settings import Settings
-from tests.conftest import ARTIFACTS
+from tests.helpers.support import ARTIFACTS
 
 CASES: dict[str, int] = {}
 

@@ -3,7 +3,7 @@ scans once they are ready (sluice/heap.py)."""
 
 from __future__ import annotations
 
-from tests.support import json_from_child
+from tests.helpers.support import json_from_child
 
 # each check runs in a child process: freezing the test process's heap would change it
 GATEWAY = """

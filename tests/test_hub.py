@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
+from typing import Any
 
+import pytest
 import redis
 
 from devtools.local_redis import RedisServer
@@ -113,13 +115,22 @@ def test_the_subscriber_survives_a_redis_crash_and_resubscribes(own_redis: Redis
     assert received(after) == ["2 delta {}"]
 
 
+def subscriber_port(hub: Hub) -> int:
+    """The local port of the hub's subscribing connection (to kill that one alone)."""
+    pubsub = hub._pubsub
+    assert pubsub is not None and pubsub.connection is not None
+    sock = pubsub.connection._sock
+    assert sock is not None
+    return int(sock.getsockname()[1])
+
+
 def test_a_listener_of_a_dropped_connection_is_resubscribed(redis_url: str) -> None:
     """Redis closing the subscriber's connection (a failover, ``CLIENT KILL``, a proxy's
     idle timeout) is the same: the hub reconnects, resubscribes and marks it stale."""
     hub, client, prefix = new_hub(redis_url)
     channel = f"{prefix}:job"
     listener = hub.subscribe(channel)
-    port = hub._pubsub.connection._sock.getsockname()[1]  # type: ignore[union-attr]
+    port = subscriber_port(hub)
     client.client_kill(f"127.0.0.1:{port}")  # this hub's connection, no other
     deadline = time.monotonic() + 10
     while not listener.stale and time.monotonic() < deadline:
@@ -137,17 +148,22 @@ class _BreakingPubSub(redis.client.PubSub):
 
     armed = False
 
-    def get_message(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def get_message(self, *args: Any, **kwargs: Any) -> Any:
         if _BreakingPubSub.armed:
             _BreakingPubSub.armed = False
-            self.connection.disconnect()  # type: ignore[union-attr]
+            assert self.connection is not None
+            self.connection.disconnect()
             raise ValueError("I/O operation on closed file")
         return super().get_message(*args, **kwargs)
 
 
-def test_the_subscriber_thread_survives_any_error_from_the_client(redis_url: str) -> None:
+def test_the_subscriber_thread_survives_any_error_from_the_client(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    client.pubsub = lambda **kw: _BreakingPubSub(client.connection_pool, **kw)  # type: ignore[method-assign]
+    monkeypatch.setattr(
+        client, "pubsub", lambda **kw: _BreakingPubSub(client.connection_pool, **kw)
+    )
     prefix = f"sluice-hub-{secrets.token_hex(3)}"
     hub = Hub(client, f"{prefix}:control")
     first = hub.subscribe(f"{prefix}:a")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import redis
 
@@ -10,10 +12,10 @@ from sluice.events import CANCELLED, DELTA, DONE, STARTED, Event, fold
 from sluice.store import JobStore
 
 
-def _new(store: JobStore, **kw: object) -> str:
+def _new(store: JobStore, **kw: Any) -> str:
     job, created = store.create(
         model="m", request={"model": "m", "messages": []}, prompt_tokens=7,
-        truncated_messages=0, **kw,  # type: ignore[arg-type]
+        truncated_messages=0, **kw,
     )  # fmt: skip
     assert created
     return job.id

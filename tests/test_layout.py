@@ -5,12 +5,11 @@ from __future__ import annotations
 import ast
 import fnmatch
 import shlex
-from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers.support import ROOT
 
 
 def imported_packages(package: str) -> set[str]:

@@ -6,7 +6,7 @@ import pytest
 import redis
 
 from devtools import local_redis
-from tests.support import free_port
+from tests.helpers.support import free_port
 
 
 def test_a_bundled_server_is_started_when_none_answers_and_none_is_installed(

@@ -17,7 +17,10 @@ from worker.upstream import Upstream
 
 
 def test_a_job_handed_back_between_two_reads_goes_back_to_the_queue(
-    store: JobStore, upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+    store: JobStore,
+    upstream: FakeUpstream,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The hand-back closes the upstream response while the job is not inside a read (it
     waits for its append to be taken); its next read then meets a closed body, and
@@ -45,7 +48,7 @@ def test_a_job_handed_back_between_two_reads_goes_back_to_the_queue(
             assert handed_back.wait(10)
         return send(*args, **kwargs)
 
-    runner.event_log.send = send_then_hold  # type: ignore[method-assign]
+    monkeypatch.setattr(runner.event_log, "send", send_then_hold)
     worker = threading.Thread(target=runner.run, args=(job.id,))
     with caplog.at_level(logging.INFO, logger="sluice.worker"):
         worker.start()

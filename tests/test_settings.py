@@ -22,8 +22,8 @@ import pytest
 import yaml
 
 from sluice.settings import OTHERS, VARIABLES, Settings, Var, markdown, read_env
+from tests.helpers.support import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 BEGIN = "<!-- printed by `python -m sluice.settings`: edit sluice/settings.py, not these tables -->"
 END = "<!-- end of the generated tables -->"
 

@@ -13,8 +13,7 @@ import tiktoken
 from sluice.errors import ContextLengthExceeded
 from sluice.models import ModelInfo, lookup
 from sluice.tokens import cache_file_name, count_messages, count_text, fit_to_context
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers.support import ROOT
 
 
 def test_cache_files_are_named_as_tiktoken_expects() -> None:

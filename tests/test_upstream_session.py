@@ -10,14 +10,7 @@ import pytest
 from sluice.settings import Settings
 from worker.upstream import Upstream, make_session
 
-PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "REQUESTS_CA_BUNDLE")
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (*PROXY_VARS, "CURL_CA_BUNDLE"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
+pytestmark = pytest.mark.usefixtures("without_proxy_env")
 
 
 def test_proxy_and_ca_bundle_come_from_the_environment(monkeypatch, tmp_path) -> None:

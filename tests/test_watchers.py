@@ -13,7 +13,7 @@ import requests
 from devtools.fake_upstream import FakeUpstream
 from sluice.events import CANCELLED, Event
 from sluice.store import JobStore
-from tests.conftest import UPSTREAM_KEY
+from tests.helpers.support import UPSTREAM_KEY
 from worker.watcher import JobWatchers
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.support import json_from_child
+from tests.helpers.support import json_from_child
 
 # runs in a child process: monkey-patching the test process would change every other test
 SCRIPT = """

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.support import RestartableGateway
+from tests.helpers.stack import RestartableGateway
 
 CHROMIUM_ARGS = [
     "--no-sandbox",

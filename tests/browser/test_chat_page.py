@@ -10,12 +10,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from devtools.fake_upstream import FakeUpstream, expected_reply
-from tests.conftest import ARTIFACTS
-from tests.support import RestartableGateway as Gateway
-from tests.support import upstream_body
+from sluice.settings import Settings
+from tests.helpers.stack import ProcessLogs
+from tests.helpers.stack import RestartableGateway as Gateway
+from tests.helpers.support import ARTIFACTS, upstream_body
 
 pytestmark = pytest.mark.integration
 SCREENSHOTS = ARTIFACTS / "screenshots"
@@ -285,8 +286,10 @@ def test_a_reset_event_discards_the_partial_answer(page: Page, settings) -> None
     }
 
 
-def test_the_page_works_with_a_gateway_access_key(browser, settings, process_logs) -> None:  # type: ignore[no-untyped-def]
-    from tests.conftest import Stack
+def test_the_page_works_with_a_gateway_access_key(
+    browser: Browser, settings: Settings, process_logs: ProcessLogs
+) -> None:
+    from tests.helpers.stack import Stack
 
     key = "sk-page-" + secrets.token_hex(6)
     stack = Stack(

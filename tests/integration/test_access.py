@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
+from typing import TypedDict
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from gateway.access import AccessControl
 from gateway.access_log import redact_query, redact_url
 from sluice.settings import Settings
-from tests.conftest import Stack
-from tests.support import read_stream, wait_until
+from tests.helpers.stack import ProcessLogs, Stack
+from tests.helpers.support import read_stream, wait_until
 
 pytestmark = pytest.mark.integration
 KEY_A = "sk-sluice-a-" + secrets.token_hex(8)
 KEY_B = "sk-sluice-b-" + secrets.token_hex(8)
-BODY = {"model": "openai", "messages": [{"role": "user", "content": "hello"}]}
+
+
+class Body(TypedDict):
+    model: str
+    messages: list[ChatCompletionMessageParam]
+
+
+BODY: Body = {"model": "openai", "messages": [{"role": "user", "content": "hello"}]}
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -24,7 +34,7 @@ def bearer(key: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def guarded(settings: Settings, process_logs) -> Stack:  # type: ignore[no-untyped-def]
+def guarded(settings: Settings, process_logs: ProcessLogs) -> Iterator[Stack]:
     stack = Stack(
         settings.with_(
             key_prefix=f"{settings.key_prefix}-acl", queue=f"{settings.queue}-acl",
@@ -90,11 +100,11 @@ def test_expired_event_tokens_are_refused(settings: Settings) -> None:
 
 def test_the_openai_sdk_uses_its_api_key_as_the_access_key(guarded: Stack) -> None:
     good = openai.OpenAI(base_url=f"{guarded.url}/v1", api_key=KEY_B, max_retries=0)
-    reply = good.chat.completions.create(**BODY)  # type: ignore[call-overload]
+    reply = good.chat.completions.create(**BODY)
     assert reply.choices[0].message.content
     bad = openai.OpenAI(base_url=f"{guarded.url}/v1", api_key="sk-nope", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
-        bad.chat.completions.create(**BODY)  # type: ignore[call-overload]
+        bad.chat.completions.create(**BODY)
 
 
 def test_rate_limits_apply_per_client_key(guarded: Stack) -> None:
@@ -144,7 +154,8 @@ def test_the_access_log_holds_no_event_token(guarded: Stack) -> None:
         read_stream(c, job["events_url"])
         # Werkzeug decodes parameter names too: the disguised name opens the stream as well
         assert c.get(job["events_url"].replace("token=", "%74oken=")).status_code == 200
-    log_path = guarded.gateway.process.log_path  # type: ignore[union-attr]
+    assert guarded.gateway.process is not None
+    log_path = guarded.gateway.process.log_path
 
     def logged() -> list[str]:
         lines = log_path.read_text(errors="replace").splitlines()

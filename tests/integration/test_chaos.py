@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ARTIFACTS
-from tests.support import ROOT
+from tests.helpers.support import ARTIFACTS, ROOT
 
 pytestmark = pytest.mark.integration
 # this seed's 60 s schedule has all 14 kinds of fault, 24 in all, overlapping

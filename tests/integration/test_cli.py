@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from devtools.fake_upstream import FakeUpstream, expected_reply
-from tests.support import ROOT, RestartableGateway, upstream_body
+from tests.helpers.stack import RestartableGateway
+from tests.helpers.support import ROOT, upstream_body
 
 pytestmark = pytest.mark.integration
 

@@ -26,15 +26,18 @@ from devtools.local_redis import RedisServer
 from sluice.redis_client import make_redis
 from sluice.store import JobStore
 from sluice.task_queue import RUN_JOB_TASK, make_celery
-from tests.conftest import ARTIFACTS, Stack
-from tests.support import (
-    ProcessLogs,
+from tests.helpers.stack import ProcessLogs, Stack
+from tests.helpers.support import (
+    ARTIFACTS,
     Received,
     create_job,
+    follow,
     free_port,
     read_stream,
+    status_of,
     text_of,
     upstream_body,
+    wait_for_text,
     wait_until,
 )
 
@@ -49,25 +52,6 @@ def record(name: str, **figures: object) -> None:
     MEASURED.write_text(json.dumps(data, indent=2, sort_keys=True))
 
 
-def follow(client: httpx.Client, path: str, max_reconnects: int = 50) -> list[Received]:
-    """Read a job's events to the end, reconnecting with Last-Event-ID as EventSource does."""
-    events: list[Received] = []
-    for _ in range(max_reconnects):
-        headers = {"Last-Event-ID": str(events[-1].id)} if events else {}
-        try:
-            response = client.get(path, headers=headers)
-            if response.status_code == 204:
-                return events
-            if response.status_code == 200:
-                events += read_stream(client, path, headers=headers)
-        except httpx.HTTPError:
-            pass
-        if events and events[-1].event in ("done", "error", "cancelled"):
-            return events
-        time.sleep(0.3)
-    raise AssertionError(f"no terminal event after {max_reconnects} reconnects: {events[-3:]}")
-
-
 def after_last_reset(events: list[Received]) -> list[Received]:
     resets = [i for i, e in enumerate(events) if e.event == "reset"]
     return events[resets[-1] + 1 :] if resets else events
@@ -76,14 +60,6 @@ def after_last_reset(events: list[Received]) -> list[Received]:
 def kill_group(process: subprocess.Popen[bytes]) -> None:
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(10)
-
-
-def wait_for_deltas(client: httpx.Client, url: str, count: int) -> None:
-    def enough() -> bool:
-        choices = client.get(url).json()["choices"]
-        return bool(choices) and len(choices[0]["content"]) >= count
-
-    wait_until(enough, 20)
 
 
 # -- workers --------------------------------------------------------------------------------
@@ -98,7 +74,7 @@ def test_a_worker_killed_mid_stream_restarts_the_job_on_another(
         job = create_job(
             client, model="slow;delay=0.03;words=60", messages=[{"role": "user", "content": prompt}]
         )
-        wait_for_deltas(client, job["url"], 30)
+        wait_for_text(client, job["url"], 30, timeout=20)
         victim = stack.workers[0]
         stack.start_worker()  # the one that will take over
         killed_at = time.monotonic()
@@ -152,7 +128,7 @@ def test_a_worker_killed_holding_an_unclaimed_message_does_not_strand_its_job(
     assert [e.event for e in events].count("started") == 1
     assert text_of(events) == expected_reply(upstream_body(upstream, prompt))
     assert recovered_s < 3.0 + 2 * stack.settings.reaper_interval + 10
-    log = stack.workers[0].log_path.read_text(errors="replace")  # type: ignore[attr-defined]
+    log = stack.workers[0].log_path.read_text(errors="replace")
     assert f"event=job.sent_again job={job['id']}" in log
     record("unclaimed_message_of_a_dead_worker", recovered_s=round(recovered_s, 1))
 
@@ -180,7 +156,7 @@ def test_a_job_whose_workers_keep_dying_fails_with_worker_lost(
     stack = make_stack(workers=1, max_attempts=1)
     with stack.client() as client:
         job = create_job(client, model="slow;delay=0.05;words=200")
-        wait_for_deltas(client, job["url"], 10)
+        wait_for_text(client, job["url"], 10, timeout=20)
         kill_group(stack.workers[0])
         stack.start_worker()  # its reaper finds the dead lease
         started = time.monotonic()
@@ -343,7 +319,7 @@ def test_a_redis_restart_mid_stream_neither_loses_nor_hangs(
         seen = read_stream(client, job["events_url"], limit=10)
         started = time.monotonic()
         own_redis.restart(down_for=1.5)
-        rest = follow_after(client, job["events_url"], seen)
+        rest = follow(client, job["events_url"], after=seen)
         elapsed = time.monotonic() - started
         poll = client.get(job["url"]).json()
     events = seen + rest
@@ -430,22 +406,6 @@ def test_a_worker_keeps_serving_while_it_reconnects_to_a_crashed_redis(
         assert follow(client, create_job(client)["events_url"])[-1].event == "done"
 
 
-def follow_after(client: httpx.Client, path: str, seen: list[Received]) -> list[Received]:
-    """Like ``follow``, starting after the events already seen."""
-    events = list(seen)
-    for _ in range(100):
-        try:
-            response_events = read_stream(
-                client, path, headers={"Last-Event-ID": str(events[-1].id)}
-            )
-            events += response_events
-        except (httpx.HTTPError, AssertionError):
-            time.sleep(0.3)
-        if events[-1].event in ("done", "error", "cancelled"):
-            return events[len(seen) :]
-    raise AssertionError("the stream never ended")
-
-
 # -- backpressure -----------------------------------------------------------------------------
 
 
@@ -473,7 +433,8 @@ def test_a_slow_reader_does_not_grow_the_gateway(
     make_stack: Callable[..., Stack], upstream: FakeUpstream
 ) -> None:
     stack = make_stack(workers=1)
-    pid = stack.gateway.process.pid  # type: ignore[union-attr]
+    assert stack.gateway.process is not None
+    pid = stack.gateway.process.pid
     children = subprocess.run(
         ["pgrep", "-P", str(pid)], capture_output=True, text=True, check=True
     ).stdout.split()
@@ -497,7 +458,7 @@ def test_a_slow_reader_does_not_grow_the_gateway(
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.sendall(f"GET {job['events_url']} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         # watch the job in Redis, not through the gateway: its memory is what we measure
-        wait_until(lambda: store.get(job["id"]).status == "succeeded", 60)  # type: ignore[union-attr]
+        wait_until(lambda: status_of(store, job["id"]) == "succeeded", 60)
         time.sleep(1)
         grown_kb = rss_kb() - before
         sock.close()

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers.support import ROOT
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ import pytest
 from devtools.fake_upstream import FakeUpstream, expected_reasoning, expected_reply
 from gateway.routes.chat_completions import FIRST_BYTE_WAIT
 from sluice.settings import Settings
-from tests.conftest import start_gateway, start_worker
-from tests.support import ProcessLogs, read_stream, text_of, upstream_body
+from tests.helpers.stack import ProcessLogs, start_gateway, start_worker
+from tests.helpers.support import read_stream, text_of, upstream_body
 
 pytestmark = pytest.mark.integration
 
@@ -92,16 +92,20 @@ def test_sdk_gets_one_completion_without_streaming(
 )
 @pytest.mark.parametrize("stream", [True, False])
 def test_upstream_refusals_raise_the_sdks_typed_errors(
-    sdk: openai.OpenAI, model: str, exception: type[Exception], status: int, stream: bool
+    sdk: openai.OpenAI,
+    model: str,
+    exception: type[openai.APIStatusError],
+    status: int,
+    stream: bool,
 ) -> None:
     with pytest.raises(exception) as info:
         result = sdk.chat.completions.create(
             model=model, messages=[{"role": "user", "content": "x"}], stream=stream
         )
         if stream:
-            list(result)  # type: ignore[arg-type]
-    assert info.value.status_code == status  # type: ignore[attr-defined]
-    assert info.value.response.headers["x-sluice-job-id"].startswith("job_")  # type: ignore[attr-defined]
+            list(result)
+    assert info.value.status_code == status
+    assert info.value.response.headers["x-sluice-job-id"].startswith("job_")
     if model == "http-401":
         assert "Incorrect API key" in str(info.value)
 

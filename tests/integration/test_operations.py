@@ -16,15 +16,14 @@ import httpx
 import pytest
 
 from devtools.fake_upstream import FakeUpstream, expected_reply
-from tests.conftest import Stack
-from tests.support import (
-    ProcessLogs,
-    RestartableGateway,
+from tests.helpers.stack import ProcessLogs, RestartableGateway, Stack
+from tests.helpers.support import (
     create_job,
     free_port,
     read_stream,
     text_of,
     upstream_body,
+    wait_for_text,
     wait_until,
 )
 
@@ -144,7 +143,7 @@ def test_gateway_metrics_count_streams_and_read_the_cluster_from_redis(
 def test_worker_metrics_cover_jobs_latency_errors_and_tokens(
     make_stack: Callable[..., Stack],
 ) -> None:
-    from tests.support import free_port
+    from tests.helpers.support import free_port
 
     port = free_port()
     stack = make_stack(workers=0)
@@ -244,7 +243,7 @@ def test_a_worker_given_sigterm_mid_read_fails_none_of_its_jobs(
         first.terminate()  # SIGTERM: Celery's warm shutdown, hand-back
         assert first.wait(20) == 0
         outcomes = [read_stream(c, job["events_url"]) for job in jobs]
-    log = first.log_path.read_text(errors="replace")  # type: ignore[attr-defined]
+    log = first.log_path.read_text(errors="replace")
     assert "job.failed" not in log and "internal_error" not in log
     for job, prompt, events in zip(jobs, prompts, outcomes, strict=True):
         kinds = [e.event for e in events]
@@ -253,14 +252,6 @@ def test_a_worker_given_sigterm_mid_read_fails_none_of_its_jobs(
         resets = [e.data for e in events if e.event == "reset"]
         assert resets == [{"reason": "worker_shutdown", "attempt": 2}], job["id"]
         assert text_of(events) == expected_reply(upstream_body(upstream, prompt))
-
-
-def wait_for_text(client: httpx.Client, url: str, chars: int) -> None:
-    def enough() -> bool:
-        choices = client.get(url).json()["choices"]
-        return bool(choices) and len(choices[0]["content"]) >= chars
-
-    wait_until(enough, 30)
 
 
 @pytest.fixture

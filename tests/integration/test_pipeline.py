@@ -11,7 +11,14 @@ import pytest
 
 from devtools.fake_upstream import FakeUpstream, expected_reasoning, expected_reply
 from sluice.tokens import count_text
-from tests.support import Received, create_job, read_in_slices, read_stream, text_of, upstream_body
+from tests.helpers.support import (
+    Received,
+    create_job,
+    read_in_slices,
+    read_stream,
+    text_of,
+    upstream_body,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -15,16 +15,8 @@ import pytest
 from devtools.fake_upstream import FakeUpstream, expected_reply
 from sluice.redis_client import make_redis
 from sluice.settings import Settings
-from tests.conftest import ROOT, start_gateway, start_worker
-from tests.support import (
-    ProcessLogs,
-    create_job,
-    free_port,
-    read_stream,
-    stack_env,
-    text_of,
-    wait_ready,
-)
+from tests.helpers.stack import ProcessLogs, stack_env, start_gateway, start_worker, wait_ready
+from tests.helpers.support import ROOT, create_job, free_port, read_stream, text_of
 
 pytestmark = pytest.mark.integration
 

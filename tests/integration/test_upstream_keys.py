@@ -9,8 +9,8 @@ import pytest
 
 from sluice.redis_client import make_redis
 from sluice.settings import Settings
-from tests.conftest import UPSTREAM_KEY
-from tests.support import ProcessLogs, create_job, read_stream
+from tests.helpers.stack import ProcessLogs
+from tests.helpers.support import UPSTREAM_KEY, create_job, read_stream
 
 pytestmark = pytest.mark.integration
 
