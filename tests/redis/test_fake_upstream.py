@@ -23,7 +23,6 @@ from devtools.fake_upstream import (
     FakeUpstream,
     expected_reasoning,
     expected_reply,
-    parse_model,
     prompt_tokens,
     split_pieces,
 )
@@ -92,32 +91,6 @@ def finish_reasons(chunks: list[Any]) -> list[str | None]:
     return [
         c["choices"][0]["finish_reason"] for c in chunks if isinstance(c, dict) and c.get("choices")
     ]
-
-
-# --------------------------------------------------------------------------- pure functions
-
-
-def test_parse_model() -> None:
-    assert parse_model("slow;words=40;delay=0.05") == ("slow", {"words": "40", "delay": "0.05"})
-    assert parse_model("gpt-4o-mini") == ("openai", {})
-    assert parse_model("sluice-demo;words=3") == ("openai", {"words": "3"})
-    assert parse_model("http-429-then-ok;failures=2") == ("http-429-then-ok", {"failures": "2"})
-
-
-def test_reply_text_is_tricky_and_pieces_rejoin() -> None:
-    body = {"model": "openai", "messages": HELLO}
-    text = expected_reply(body)
-    assert "«Say hi — ça va? 🙂»" in text
-    assert "\n" in text.strip() and "\u2028" in text
-    assert any(len(ch.encode()) > 2 for ch in text)
-    assert "".join(split_pieces(text)) == text
-    assert all(len(p) <= 5 for p in split_pieces(text))
-    assert expected_reply(body, 1).startswith("[choice 1] ")
-    assert expected_reply(body) == expected_reply({**body, "messages": [HELLO[0]]})
-    parts = [{"role": "user", "content": [{"type": "text", "text": "Say hi — ça va? 🙂"}]}]
-    assert expected_reply({**body, "messages": parts}) == text
-    longer = expected_reply({**body, "model": "openai;words=30"})
-    assert len(longer) > len(text)
 
 
 # --------------------------------------------------------------------------- default stream
