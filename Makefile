@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format clean vendor bench
+.PHONY: run test test-unit test-redis test-integration test-browser node-deps lint format clean vendor bench
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,11 +22,28 @@ $(NODE_STAMP): web/package.json web/package-lock.json
 	cd web && npm ci --no-audit --no-fund --silent
 	touch $(NODE_STAMP)
 
-test: $(STAMP)
+node-deps:
 	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory $(NODE_STAMP); \
 	else echo "npm not found: the Node client test will be skipped"; fi
+
+# Everything (what .ci/run calls): ruff, then every layer in one pytest session.
+test: $(STAMP) node-deps
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+# One layer each (tests/conftest.py says what each may use):
+# no network at all, in seconds; Redis does not need to be running
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit
+# a real Redis (started if none answers) and servers on 127.0.0.1 such as the fake upstream
+test-redis: $(STAMP)
+	$(PY) -m pytest tests/redis
+# the stack's real processes: Celery worker, gunicorn gateways (about 6 minutes)
+test-integration: $(STAMP) node-deps
+	$(PY) -m pytest tests/integration
+# Chromium driven by Playwright against the stack (skipped without a chromium, but in CI)
+test-browser: $(STAMP)
+	$(PY) -m pytest tests/browser
 
 # The benchmark (docs/performance.md): Sluice against a direct proxy and flask-sse
 BENCH_ARGS ?= --deltas 100 --interval 0.1
