@@ -38,7 +38,7 @@ test-unit: $(STAMP)
 # a real Redis (started if none answers) and servers on 127.0.0.1 such as the fake upstream
 test-redis: $(STAMP)
 	$(PY) -m pytest tests/redis
-# the stack's real processes: Celery worker, gunicorn gateways (about 6 minutes)
+# the stack's real processes: Celery worker, gunicorn gateways (about 8 minutes)
 test-integration: $(STAMP) node-deps
 	$(PY) -m pytest tests/integration
 # Chromium driven by Playwright against the stack (skipped without a chromium, but in CI)
