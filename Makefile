@@ -26,9 +26,11 @@ node-deps:
 	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory $(NODE_STAMP); \
 	else echo "npm not found: the Node client test will be skipped"; fi
 
-# Everything (what .ci/run calls): ruff, then every layer in one pytest session.
+# Everything (what .ci/run calls): ruff, mypy (strict on sluice/, gateway/, worker/), then
+# every layer in one pytest session.
 test: $(STAMP) node-deps
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 # One layer each (tests/conftest.py says what each may use):
@@ -53,13 +55,14 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 format: $(STAMP)
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache test-artifacts
 
 # Refresh the browser libraries vendored into gateway/static/vendor from the versions
 # pinned in web/package.json (only needed when upgrading them; running Sluice needs no npm).
