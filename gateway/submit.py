@@ -74,13 +74,16 @@ def submit(svc: Services, params: ChatParameters, *, follow: bool = False) -> Su
         )
         if not created:  # a replay: its stream subscribes when it starts
             return Submission(job, False, svc.feed(job.id, 0) if follow else None)
-        feed = None
+        feed = svc.feed(job.id, 0) if follow else None
         try:
-            feed = svc.feed(job.id, 0).open() if follow else None
+            if feed is not None:
+                feed.open()
             enqueue_job(svc.celery, job.id, svc.settings.queue)
-        except Exception as exc:
+        except BaseException as exc:  # (a greenlet killed here must not keep its channel)
             if feed is not None:
                 feed.close()
+            if not isinstance(exc, Exception):
+                raise
             _take_back(svc, job, idempotency_key, owner, exc)
             raise ServiceUnavailable("the job queue is unavailable; retry") from exc
     job_event(log, "job.accepted", job.id, model=params.model,
