@@ -22,7 +22,7 @@ from httpx_sse import EventSource, connect_sse
 from sluice.events import DELTA, TERMINAL_EVENTS, Event
 
 if TYPE_CHECKING:
-    from devtools.fake_upstream import FakeUpstream
+    from devtools.fake_upstream import FakeUpstream, RecordedRequest
     from sluice.store import JobStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -153,13 +153,18 @@ def text_of(events: list[Received], index: int = 0) -> str:
     return text
 
 
+def last_prompt(recorded: RecordedRequest) -> Any:
+    """The content of a recorded request's last message; None for a request without one
+    (the session's upstream also serves other tests' odd requests, e.g. no messages)."""
+    messages = (recorded.body or {}).get("messages") or []
+    return messages[-1].get("content") if messages else None
+
+
 def upstream_body(upstream: FakeUpstream, prompt: str) -> dict[str, Any]:
     """The request the fake upstream received whose last message is ``prompt``."""
     for recorded in reversed(upstream.requests):
-        body = recorded.body or {}
-        messages = body.get("messages") or []
-        if messages and messages[-1].get("content") == prompt:
-            return body
+        if last_prompt(recorded) == prompt:
+            return recorded.body or {}
     raise AssertionError(f"the upstream never saw {prompt!r}")
 
 

@@ -33,6 +33,7 @@ from tests.helpers.support import (
     create_job,
     follow,
     free_port,
+    last_prompt,
     read_stream,
     status_of,
     text_of,
@@ -185,7 +186,7 @@ def test_a_duplicate_delivery_does_not_start_a_second_stream(
         final = client.get(job["url"]).json()
     assert [e.event for e in events].count("started") == 1
     assert final["last_event_id"] == events[-1].id and final["attempt"] == 1
-    sent = [r for r in upstream.requests if r.body and r.body["messages"][-1]["content"] == prompt]
+    sent = [r for r in upstream.requests if last_prompt(r) == prompt]
     assert len(sent) == 1
     record("duplicate_delivery", deliveries=4, upstream_requests=1, started_events=1)
 

@@ -14,6 +14,7 @@ from sluice.tokens import count_text
 from tests.helpers.support import (
     Received,
     create_job,
+    last_prompt,
     read_in_slices,
     read_stream,
     text_of,
@@ -63,7 +64,7 @@ def test_consecutive_jobs_reuse_the_upstream_connection(
     first, _ = run_job(client)
     second, _ = run_job(client)
     requests = [r for r in upstream.requests if r.path.endswith("/chat/completions")]
-    prompts = [(r.body or {}).get("messages", [{}])[-1].get("content") for r in requests]
+    prompts = [last_prompt(r) for r in requests]
     at = prompts.index(second["prompt"])
     assert prompts.index(first["prompt"]) < at
     earlier_ports = {r.client_port for r in requests[:at]}
