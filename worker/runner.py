@@ -54,7 +54,7 @@ from sluice.store import Job, JobStore
 from sluice.tokens import estimate_usage
 from worker.event_log import EventLog
 from worker.gevent_tuning import yield_to_running_streams
-from worker.upstream import ChunkReader, Upstream, map_read_error, recycle
+from worker.upstream import ChunkReader, Upstream, body_chunks, map_read_error, recycle
 from worker.watcher import JobWatcher, JobWatchers
 
 log = logging.getLogger("sluice.worker")
@@ -195,7 +195,7 @@ class JobRun:
         response = upstream.open_stream(self.job.request, api_key)
         self.upstream_request_id = response.headers.get("x-request-id")
         watcher.attach(response)
-        chunks = response.iter_content(chunk_size=None)
+        chunks = body_chunks(response)
         saw_done = False
         try:
             saw_done = self._read(chunks, watcher)

@@ -20,6 +20,7 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3 import exceptions as urllib3_exceptions
 
 from sluice.errors import (
     KeyVaultError,
@@ -37,6 +38,7 @@ from sluice.upstream_errors import error_from_payload, error_from_response
 log = logging.getLogger("sluice.worker")
 
 MAX_ERROR_BODY = 64 * 1024
+READ_SIZE = 64 * 1024  # bytes one read of a streamed body returns at most
 
 
 def make_session(base_url: str, pool_size: int = 256) -> requests.Session:
@@ -73,6 +75,32 @@ def socket_of(response: Any) -> socket.socket | None:
 # After [DONE]: how long, and how many bytes, to wait for the end of the response body.
 DRAIN_TIMEOUT = 1.0
 DRAIN_LIMIT = 64 * 1024
+
+
+def body_chunks(response: requests.Response, size: int = READ_SIZE) -> Iterator[bytes]:
+    """The response body's bytes as they arrive, whatever its framing.
+
+    ``iter_content(chunk_size=None)`` yields a chunked body a chunk at a time, but reads a
+    close-delimited one (HTTP/1.1 ``Connection: close`` with neither chunked encoding nor a
+    length, or HTTP/1.0: legal, and what Python's ``http.server``, some proxies and small
+    servers send) in one piece, at its end: nothing streams, a cancel waits for the read
+    timeout. ``read1`` returns what one read of the socket gave, decoded when the body is
+    compressed, so deltas flow however the body is delimited. urllib3's errors become
+    requests' (as ``iter_content`` raises them), for ``map_read_error``.
+    """
+    raw = response.raw
+    try:
+        while data := raw.read1(size, decode_content=True):
+            yield data
+    except urllib3_exceptions.ProtocolError as exc:
+        raise requests.exceptions.ChunkedEncodingError(exc) from exc
+    except urllib3_exceptions.DecodeError as exc:
+        raise requests.exceptions.ContentDecodingError(exc) from exc
+    except urllib3_exceptions.ReadTimeoutError as exc:
+        raise requests.exceptions.ConnectionError(exc) from exc
+    except urllib3_exceptions.SSLError as exc:
+        raise requests.exceptions.SSLError(exc) from exc
+    response._content_consumed = True  # (requests' flag: the connection may be reused)
 
 
 def recycle(response: requests.Response, rest: Iterator[bytes]) -> bool:

@@ -4,7 +4,10 @@ The request's ``model`` picks a scenario, with parameters after semicolons
 (``"slow;words=40;delay=0.05"``); unknown names (``gpt-4o-mini``, ``sluice-demo``) mean
 ``openai``. Parameters: ``words`` (int, 12), ``delay`` (seconds between pieces, server
 default), ``fail_after`` (pieces before a fault, 3), ``retry_after`` (seconds, 1), ``stall``
-(seconds, 600), ``failures`` (int, 1), ``gap`` (seconds between fragments, 0.001).
+(seconds, 600), ``failures`` (int, 1), ``gap`` (seconds between fragments, 0.001),
+``framing`` (``chunked``, as OpenAI; ``close``: a stream's body has neither chunked encoding
+nor a length and ends when the server closes the connection, as Python's ``http.server``,
+some proxies and small servers answer).
 
 Scenarios and the real behaviour each reproduces:
 

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 from devtools.fake_upstream.replies import _float_param, _int_param, _reply_pieces, prompt_tokens
 from devtools.fake_upstream.scenarios import REFUSALS, SCENARIOS, Disruptions, parse_model
 from devtools.fake_upstream.wire import (
+    FRAMINGS,
     _ClientGone,
     _compact,
     _error_body,
@@ -135,6 +136,9 @@ class _Call:
         self.stall = _float_param(p, "stall", 600.0)
         self.failures = _int_param(p, "failures", 1)
         self.gap = _float_param(p, "gap", 0.001)
+        self.framing = p.get("framing", "chunked")
+        if self.framing not in FRAMINGS:
+            raise ValueError(f"framing must be one of {', '.join(FRAMINGS)}")
 
     # --- content
 
@@ -185,13 +189,17 @@ class _Call:
             yield
 
     def start_stream(self, close: bool = False, **wire: Any) -> _SSEWriter:
-        """Send event-stream headers (chunked, like OpenAI); returns the SSE writer."""
-        headers = {"Transfer-Encoding": "chunked", "Cache-Control": "no-cache, must-revalidate"}
-        if close:
+        """Send event-stream headers (chunked, like OpenAI, or with ``framing=close`` a
+        body that only the connection's close ends); returns the SSE writer."""
+        chunked = self.framing == "chunked"
+        headers = {"Cache-Control": "no-cache, must-revalidate"}
+        if chunked:
+            headers = {"Transfer-Encoding": "chunked", **headers}
+        if close or not chunked:
             headers["Connection"] = "close"
             self.handler.close_connection = True
         self.handler.send_head(200, "text/event-stream; charset=utf-8", headers)
-        return _SSEWriter(self, **wire)
+        return _SSEWriter(self, chunked=chunked, **wire)
 
     def write(self, data: bytes) -> None:
         """Write straight to the socket; a vanished client becomes _ClientGone."""

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from devtools.fake_upstream.server import _Call, _Handler
 
 FINGERPRINT = "fp_fake"
+# how a stream's body is delimited: HTTP/1.1 chunks (OpenAI), or the connection's close
+# (HTTP/1.1 ``Connection: close`` with no length, as Python's http.server and small
+# servers or proxies send)
+FRAMINGS = ("chunked", "close")
 
 # --------------------------------------------------------------------------- SSE framing
 
@@ -33,17 +37,20 @@ class _ClientGone(Exception):
 
 
 class _SSEWriter:
-    """Writes SSE events as HTTP/1.1 chunks, in the line style of the scenario."""
+    """Writes SSE events as HTTP/1.1 chunks (or, unchunked, as the bytes of a body that the
+    connection's close ends), in the line style of the scenario."""
 
     def __init__(
         self,
         call: _Call,
+        chunked: bool = True,
         eol: str = "\n",
         fragment: bool = False,
         gap: float = 0.001,
         comments: bool = False,
     ) -> None:
         self.call = call
+        self.chunked = chunked
         self.eol = eol
         self.fragment = fragment
         self.gap = gap
@@ -71,19 +78,22 @@ class _SSEWriter:
         self._raw(self.eol.join(lines) + self.eol + self.eol)
 
     def end(self) -> None:
-        """Terminate the chunked body cleanly (the stream is over, connection reusable)."""
-        self.call.write(b"0\r\n\r\n")
+        """Terminate the chunked body cleanly (the stream is over, connection reusable); a
+        close-delimited body ends when the server closes the connection, after this."""
+        if self.chunked:
+            self.call.write(b"0\r\n\r\n")
 
     def _raw(self, text: str) -> None:
         data = text.encode("utf-8")
+        frame = _chunk_frame if self.chunked else bytes
         if not self.fragment:
-            self.call.write(_chunk_frame(data))
+            self.call.write(frame(data))
             return
         sizes = itertools.cycle((1, 2, 3, 2))
         pos = 0
         while pos < len(data):
             size = next(sizes)
-            self.call.write(_chunk_frame(data[pos : pos + size]))
+            self.call.write(frame(data[pos : pos + size]))
             pos += size
             self.call.pause(self.gap)
 

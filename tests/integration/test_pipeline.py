@@ -307,6 +307,37 @@ def test_cancel_ends_the_stream_and_closes_a_silent_upstream(
     assert again.json()["last_event_id"] == 4
 
 
+def test_a_close_delimited_upstream_streams_its_deltas_as_they_come(
+    client: httpx.Client, upstream: FakeUpstream
+) -> None:
+    """A body that only the connection's close ends (no chunked encoding, no length) still
+    streams: the first delta reaches the client while the upstream is still writing (with
+    ``iter_content`` nothing came until the body ended)."""
+    prompt = unique_prompt()
+    job = create_job(
+        client, model="slow;delay=0.2;framing=close", messages=[{"role": "user", "content": prompt}]
+    )
+    head = read_stream(client, job["events_url"], limit=2)
+    assert [e.event for e in head] == ["started", "delta"]
+    [recorded] = [r for r in upstream.requests if last_prompt(r) == prompt]
+    assert not recorded.finished  # the upstream has more to write
+    rest = read_stream(client, job["events_url"], headers={"Last-Event-ID": str(head[-1].id)})
+    assert rest[-1].event == "done"
+    assert text_of(head + rest) == expected_reply(upstream_body(upstream, prompt))
+
+
+def test_cancel_closes_a_silent_close_delimited_upstream_within_2s(
+    client: httpx.Client, upstream: FakeUpstream
+) -> None:
+    job = create_job(client, model="stall;fail_after=2;stall=60;framing=close")
+    events = read_stream(client, job["events_url"], limit=3)  # started + 2 deltas, then silence
+    assert [e.event for e in events] == ["started", "delta", "delta"]
+    started = time.monotonic()
+    assert client.post(f"{job['url']}/cancel").json()["status"] == "cancelled"
+    assert upstream.wait_for_no_open_streams(2)
+    assert time.monotonic() - started < 2
+
+
 def test_cancelling_a_finished_job_returns_its_final_state(client: httpx.Client) -> None:
     job, events = run_job(client)
     response = client.post(f"{job['url']}/cancel")

@@ -531,3 +531,23 @@ def test_streams_can_end_without_done_for_a_while(upstream: FakeUpstream) -> Non
     _body, response = chat(upstream)
     raw = raw_body(response)
     assert b"[DONE]" not in raw and finish_reasons(payloads(raw))[-1] == "stop"
+
+
+def test_a_close_delimited_stream_has_no_framing_and_ends_with_the_connection(
+    upstream: FakeUpstream,
+) -> None:
+    """``framing=close``: the same bytes as OpenAI's stream, but without chunked encoding
+    or a length; the body is over when the server closes the connection."""
+    with socket.create_connection(("127.0.0.1", upstream.port), timeout=5) as conn:
+        body = json.dumps({"model": "openai;framing=close", "messages": HELLO, "stream": True})
+        conn.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n{body}".encode()
+        )
+        raw = b""
+        while data := conn.recv(65536):  # returns b"" only once the server has closed
+            raw += data
+    head, _, payload = raw.partition(b"\r\n\r\n")
+    assert b"transfer-encoding" not in head.lower() and b"content-length" not in head.lower()
+    assert b"connection: close" in head.lower()
+    assert content_of(payloads(payload)) == expected_reply(json.loads(body))
