@@ -7,7 +7,8 @@ default), ``fail_after`` (pieces before a fault, 3), ``retry_after`` (seconds, 1
 (seconds, 600), ``failures`` (int, 1), ``gap`` (seconds between fragments, 0.001),
 ``framing`` (``chunked``, as OpenAI; ``close``: a stream's body has neither chunked encoding
 nor a length and ends when the server closes the connection, as Python's ``http.server``,
-some proxies and small servers answer).
+some proxies and small servers answer), ``encoding`` (``identity``; ``gzip``: the stream
+compressed, flushed after every write).
 
 Scenarios and the real behaviour each reproduces:
 

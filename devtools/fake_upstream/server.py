@@ -139,6 +139,9 @@ class _Call:
         self.framing = p.get("framing", "chunked")
         if self.framing not in FRAMINGS:
             raise ValueError(f"framing must be one of {', '.join(FRAMINGS)}")
+        self.gzip = p.get("encoding", "identity") == "gzip"
+        if p.get("encoding", "identity") not in ("identity", "gzip"):
+            raise ValueError("encoding must be identity or gzip")
 
     # --- content
 
@@ -198,8 +201,10 @@ class _Call:
         if close or not chunked:
             headers["Connection"] = "close"
             self.handler.close_connection = True
+        if self.gzip:
+            headers["Content-Encoding"] = "gzip"
         self.handler.send_head(200, "text/event-stream; charset=utf-8", headers)
-        return _SSEWriter(self, chunked=chunked, **wire)
+        return _SSEWriter(self, chunked=chunked, gzip=self.gzip, **wire)
 
     def write(self, data: bytes) -> None:
         """Write straight to the socket; a vanished client becomes _ClientGone."""

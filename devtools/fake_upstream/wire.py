@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,7 @@ class _SSEWriter:
         self,
         call: _Call,
         chunked: bool = True,
+        gzip: bool = False,
         eol: str = "\n",
         fragment: bool = False,
         gap: float = 0.001,
@@ -51,6 +53,8 @@ class _SSEWriter:
     ) -> None:
         self.call = call
         self.chunked = chunked
+        # gzip, flushed after every write so each event can be decoded as it arrives
+        self.gzip = zlib.compressobj(wbits=31) if gzip else None
         self.eol = eol
         self.fragment = fragment
         self.gap = gap
@@ -80,22 +84,31 @@ class _SSEWriter:
     def end(self) -> None:
         """Terminate the chunked body cleanly (the stream is over, connection reusable); a
         close-delimited body ends when the server closes the connection, after this."""
+        if self.gzip is not None:
+            self._frame(self.gzip.flush())  # the end of the compressed stream
         if self.chunked:
             self.call.write(b"0\r\n\r\n")
 
     def _raw(self, text: str) -> None:
         data = text.encode("utf-8")
-        frame = _chunk_frame if self.chunked else bytes
         if not self.fragment:
-            self.call.write(frame(data))
+            self._write(data)
             return
         sizes = itertools.cycle((1, 2, 3, 2))
         pos = 0
         while pos < len(data):
             size = next(sizes)
-            self.call.write(frame(data[pos : pos + size]))
+            self._write(data[pos : pos + size])
             pos += size
             self.call.pause(self.gap)
+
+    def _write(self, data: bytes) -> None:
+        if self.gzip is not None:
+            data = self.gzip.compress(data) + self.gzip.flush(zlib.Z_SYNC_FLUSH)
+        self._frame(data)
+
+    def _frame(self, data: bytes) -> None:
+        self.call.write(_chunk_frame(data) if self.chunked else data)
 
 
 def _chunk_frame(data: bytes) -> bytes:

@@ -307,15 +307,16 @@ def test_cancel_ends_the_stream_and_closes_a_silent_upstream(
     assert again.json()["last_event_id"] == 4
 
 
+@pytest.mark.parametrize("body", ["framing=close", "framing=close;encoding=gzip", "encoding=gzip"])
 def test_a_close_delimited_upstream_streams_its_deltas_as_they_come(
-    client: httpx.Client, upstream: FakeUpstream
+    client: httpx.Client, upstream: FakeUpstream, body: str
 ) -> None:
-    """A body that only the connection's close ends (no chunked encoding, no length) still
-    streams: the first delta reaches the client while the upstream is still writing (with
-    ``iter_content`` nothing came until the body ended)."""
+    """A body that only the connection's close ends (no chunked encoding, no length), or a
+    compressed one, still streams: the first delta reaches the client while the upstream
+    is still writing (with ``iter_content`` a close-delimited body came only at its end)."""
     prompt = unique_prompt()
     job = create_job(
-        client, model="slow;delay=0.2;framing=close", messages=[{"role": "user", "content": prompt}]
+        client, model=f"slow;delay=0.2;{body}", messages=[{"role": "user", "content": prompt}]
     )
     head = read_stream(client, job["events_url"], limit=2)
     assert [e.event for e in head] == ["started", "delta"]
