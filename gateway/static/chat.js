@@ -67,7 +67,20 @@ function restoreSettings() {
 
 // ---- rendering -----------------------------------------------------------------------
 
-marked.use({ gfm: true, breaks: true });
+// Raw HTML in an answer is shown as text, as ChatGPT shows it: a model that echoes
+// `<img src=x>` means the characters, and sanitised markup would render as a broken image.
+const HTML_ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
+const escapeHtml = (text) => text.replace(/[&<>"']/g, (c) => HTML_ESCAPES[c]);
+
+marked.use({
+  gfm: true,
+  breaks: true,
+  renderer: {
+    html({ text, block }) {
+      return block ? `<p>${escapeHtml(text)}</p>` : escapeHtml(text);
+    },
+  },
+});
 
 function renderMarkdown(text) {
   return DOMPurify.sanitize(marked.parse(text), { USE_PROFILES: { html: true } });

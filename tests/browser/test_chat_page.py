@@ -125,6 +125,19 @@ def test_html_and_script_in_an_answer_render_inert(page: Page) -> None:
     assert "<script>" in user.inner_text()  # the user's words are shown, as text
 
 
+def test_raw_html_in_an_answer_shows_as_text(page: Page) -> None:
+    """As in ChatGPT: an answer that echoes HTML shows the characters, not a (sanitised,
+    broken) image or a styled element."""
+    set_model(page, "openai")
+    send(page, 'Show <img src=x alt="pic"> and <b>bold</b> literally')
+    wait_status(page, "succeeded")
+    answer = page.locator(f"{LAST_ANSWER} >> .body")
+    assert answer.locator("img").count() == 0
+    assert answer.locator("b").count() == 0
+    text = answer.inner_text()
+    assert '<img src=x alt="pic">' in text and "<b>bold</b>" in text
+
+
 def test_an_upstream_401_reads_as_a_bad_key_with_a_retry(page: Page) -> None:
     set_model(page, "http-401")
     send(page, "Hello")
