@@ -72,7 +72,7 @@ class Message(BaseModel):
     # Assistant turns may carry tool_calls and tool messages a tool_call_id: kept as given.
     model_config = ConfigDict(strict=True, extra="allow")
 
-    role: Literal["system", "user", "assistant", "tool"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: (
         Annotated[str, StringConstraints(max_length=MAX_MESSAGE_CHARS)]
         | Annotated[list[TextPart], Field(min_length=1)]
@@ -116,6 +116,21 @@ class ChatParameters(BaseModel):
     ) = None
     user: Annotated[str, StringConstraints(max_length=256)] | None = None
     seed: int | None = None
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+    service_tier: Literal["auto", "default", "flex", "scale", "priority"] | None = None
+    # OpenAI's limits: 16 pairs, keys up to 64 characters, values up to 512
+    metadata: (
+        Annotated[
+            dict[
+                Annotated[str, StringConstraints(max_length=64)],
+                Annotated[str, StringConstraints(max_length=512)],
+            ],
+            Field(max_length=16),
+        ]
+        | None
+    ) = None
+    store: bool | None = None
 
     @field_validator("logit_bias")
     @classmethod

@@ -36,7 +36,7 @@ from gateway.feed import JobFeed
 from gateway.request import ChatParameters
 from sluice.errors import InvalidRequest, Overloaded, ServiceUnavailable
 from sluice.logs import job_event
-from sluice.models import lookup, upstream_parameters
+from sluice.models import lookup, upstream_messages, upstream_parameters
 from sluice.store import Job
 from sluice.task_queue import enqueue_job
 from sluice.tokens import FittedPrompt, fit_to_context
@@ -121,7 +121,7 @@ def _upstream_request(svc: Services, params: ChatParameters) -> tuple[FittedProm
     fitted = fit_to_context(messages, info, params.reply_limit, svc.settings.reply_reserve_tokens)
     body = {
         "model": params.model,
-        "messages": fitted.messages,
+        "messages": upstream_messages(info, fitted.messages),
         **upstream_parameters(info, params.optional_parameters()),
     }
     return fitted, body

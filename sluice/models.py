@@ -16,6 +16,12 @@ to know: Sluice sends one request shape per family.
 | ``presence_penalty``, ``frequency_penalty`` | dropped | sent |
 | ``logit_bias`` | dropped | sent |
 | ``n``, ``stop``, ``user``, ``seed`` | sent | sent |
+| ``reasoning_effort``, ``verbosity``, ``service_tier``, ``metadata``, ``store`` | sent | sent |
+| a ``developer`` message | sent | as ``system`` |
+
+Other models get ``reasoning_effort`` and the rest as sent: one that refuses a parameter
+says so to the client, nothing is dropped silently. ``developer`` goes to them as
+``system``, which older models and most OpenAI-compatible servers know.
 """
 
 from __future__ import annotations
@@ -95,3 +101,11 @@ def upstream_parameters(model: ModelInfo, params: dict[str, Any]) -> dict[str, A
     elif max_tokens:
         out["max_tokens"] = max_tokens
     return out
+
+
+def upstream_messages(model: ModelInfo, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages to send for ``model``: a ``developer`` message (OpenAI's newer name
+    for instructions, which reasoning models take) goes to other models as ``system``."""
+    if model.reasoning:
+        return messages
+    return [{**m, "role": "system"} if m.get("role") == "developer" else m for m in messages]

@@ -127,11 +127,11 @@ def fit_to_context(
     max_tokens: int | None,
     reply_reserve: int,
 ) -> FittedPrompt:
-    """Drop the oldest non-system messages until prompt + reply fit the context window.
+    """Drop the oldest other messages until prompt + reply fit the context window.
 
-    System messages and the last message are always kept. Tool results whose assistant
-    turn was dropped go too (an orphaned tool message is invalid upstream). Raises
-    ``ContextLengthExceeded`` when even the shortest conversation does not fit.
+    System and developer messages and the last message are always kept. Tool results whose
+    assistant turn was dropped go too (an orphaned tool message is invalid upstream).
+    Raises ``ContextLengthExceeded`` when even the shortest conversation does not fit.
     """
     reply = max_tokens if max_tokens else min(reply_reserve, model.context_window // 4)
     budget = model.context_window - reply
@@ -147,7 +147,7 @@ def fit_to_context(
     last = len(messages) - 1
     i = 0
     while total > budget and i < last:
-        if messages[i].get("role") != "system" and keep[i]:
+        if messages[i].get("role") not in ("system", "developer") and keep[i]:
             keep[i] = False
             total -= counts[i]
             # drop the tool results that answered a dropped assistant turn

@@ -199,6 +199,22 @@ def test_parameters_are_mapped_per_model_family(
     assert {k: v for k, v in body.items() if k in tunables} == expected
 
 
+@pytest.mark.parametrize(("model", "role"), [("gpt-4o-mini", "system"), ("o3-mini", "developer")])
+def test_developer_messages_and_reasoning_effort_reach_the_upstream(
+    sdk: openai.OpenAI, upstream: FakeUpstream, model: str, role: str
+) -> None:
+    text = prompt()
+    sdk.chat.completions.create(
+        model=model,
+        messages=[{"role": "developer", "content": "Be terse."}, {"role": "user", "content": text}],
+        reasoning_effort="low",
+        metadata={"app": "sluice"},
+    )
+    body = upstream_body(upstream, text)
+    assert [m["role"] for m in body["messages"]] == [role, "user"]
+    assert body["reasoning_effort"] == "low" and body["metadata"] == {"app": "sluice"}
+
+
 def test_a_malformed_idempotency_key_is_refused_here_too(gateway_url: str) -> None:
     response = httpx.post(
         f"{gateway_url}/v1/chat/completions",

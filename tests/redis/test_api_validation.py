@@ -161,3 +161,33 @@ def test_a_malformed_users_key_is_a_400(api: FlaskClient) -> None:
 def test_non_standard_or_absurdly_nested_json_is_a_400(api: FlaskClient, raw: str) -> None:
     status, error = post(api, None, data=raw, content_type="application/json")
     assert status == 400 and error["error"]["type"] == "invalid_request"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (with_(reasoning_effort="extreme"), "reasoning_effort"),
+        (with_(verbosity="loud"), "verbosity"),
+        (with_(service_tier="gold"), "service_tier"),
+        (with_(metadata={"k": "v" * 513}), "metadata.k"),
+        (with_(metadata={f"k{i}": "v" for i in range(17)}), "metadata"),
+        (with_(store="yes"), "store"),
+    ],
+)
+def test_malformed_newer_parameters_are_named_in_a_400(
+    api: FlaskClient, body: dict, param: str
+) -> None:
+    status, error = post(api, body)
+    assert status == 400, error
+    assert error["error"]["param"] == param
+
+
+def test_developer_messages_and_the_newer_parameters_are_accepted(api: FlaskClient) -> None:
+    body = with_(
+        messages=[{"role": "developer", "content": "Be terse."}, {"role": "user", "content": "hi"}],
+        reasoning_effort="low", verbosity="low", service_tier="auto",
+        metadata={"app": "sluice"}, store=False, seed=7,
+    )  # fmt: skip
+    status, job = post(api, body)
+    assert status == 202, job
+    assert job["status"] == "queued"

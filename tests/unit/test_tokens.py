@@ -151,3 +151,17 @@ def test_max_tokens_larger_than_the_window_is_rejected() -> None:
     with pytest.raises(ContextLengthExceeded) as info:
         fit_to_context([_msg("user", 1)], model, max_tokens=500, reply_reserve=0)
     assert info.value.param == "max_tokens"
+
+
+def test_developer_messages_are_kept_like_system_ones() -> None:
+    model = ModelInfo("m", 400, "cl100k_base")
+    messages = [
+        _msg("developer", 10, "dev"),
+        _msg("user", 100, "u1"),
+        _msg("assistant", 100, "a1"),
+        _msg("user", 100, "u2"),
+        _msg("assistant", 50, "a2"),
+        _msg("user", 20, "u3"),
+    ]
+    fitted = fit_to_context(messages, model, max_tokens=100, reply_reserve=0)
+    assert [m["content"].split()[0] for m in fitted.messages] == ["dev", "u2", "a2", "u3"]
