@@ -129,8 +129,9 @@ def fit_to_context(
 ) -> FittedPrompt:
     """Drop the oldest other messages until prompt + reply fit the context window.
 
-    System and developer messages and the last message are always kept. Tool results whose
-    assistant turn was dropped go too (an orphaned tool message is invalid upstream).
+    System and developer messages and the last message are always kept. An assistant turn
+    and the tool results that answer it go together or stay together (an orphaned tool
+    message, or a tool call without its result, is invalid upstream).
     Raises ``ContextLengthExceeded`` when even the shortest conversation does not fit.
     """
     reply = max_tokens if max_tokens else min(reply_reserve, model.context_window // 4)
@@ -147,16 +148,17 @@ def fit_to_context(
     last = len(messages) - 1
     i = 0
     while total > budget and i < last:
-        if messages[i].get("role") not in ("system", "developer") and keep[i]:
-            keep[i] = False
-            total -= counts[i]
-            # drop the tool results that answered a dropped assistant turn
-            j = i + 1
-            while j < last and messages[j].get("role") == "tool":
+        # a message goes with the tool results that follow it (an assistant turn with its
+        # tool calls), or not at all: never the turn without its results or the reverse
+        end = i + 1
+        while end < len(messages) and messages[end].get("role") == "tool":
+            end += 1
+        droppable = messages[i].get("role") not in ("system", "developer") and keep[i]
+        if droppable and end - 1 < last:  # (results that reach the last message stay)
+            for j in range(i, end):
                 keep[j] = False
                 total -= counts[j]
-                j += 1
-        i += 1
+        i = end
     if total > budget:
         raise ContextLengthExceeded(
             f"the prompt needs {total} tokens but {model.id} allows {budget} "

@@ -165,3 +165,20 @@ def test_developer_messages_are_kept_like_system_ones() -> None:
     ]
     fitted = fit_to_context(messages, model, max_tokens=100, reply_reserve=0)
     assert [m["content"].split()[0] for m in fitted.messages] == ["dev", "u2", "a2", "u3"]
+
+
+def test_a_tool_call_whose_results_end_the_conversation_is_never_split() -> None:
+    """The answer being asked for needs the call and every result: dropping the call and
+    keeping the last result (what the trimming did) is refused upstream, so a prompt that
+    only fits without them does not fit."""
+    model = ModelInfo("m", 200, "cl100k_base")
+    messages = [
+        _msg("user", 20, "u1"),
+        {**_msg("assistant", 60, "a1"), "tool_calls": "x"},
+        _msg("tool", 5, "t1"),
+        _msg("tool", 40, "t2"),
+    ]
+    with pytest.raises(ContextLengthExceeded):
+        fit_to_context(messages, model, max_tokens=150, reply_reserve=0)
+    fitted = fit_to_context(messages, model, max_tokens=70, reply_reserve=0)
+    assert [m["content"].split()[0] for m in fitted.messages] == ["a1", "t1", "t2"]
