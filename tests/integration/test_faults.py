@@ -451,6 +451,16 @@ def test_a_slow_reader_does_not_grow_the_gateway(
     prompt = f"slow reader {secrets.token_hex(3)}"
     store = JobStore(make_redis(stack.settings), stack.settings)
     with stack.client() as client:
+        # warm both gateway processes first (a process's first stream starts its subscriber
+        # thread and connection): the growth measured is the unread stream's alone
+        warm = create_job(client, model="slow;delay=0.05;words=20")
+
+        def read_warm(_: int) -> int:
+            with stack.client() as other:  # a connection of its own: either process
+                return len(read_stream(other, warm["events_url"]))
+
+        with ThreadPoolExecutor(6) as pool:
+            list(pool.map(read_warm, range(6)))
         job = create_job(
             client, model="openai;words=20000", messages=[{"role": "user", "content": prompt}]
         )
