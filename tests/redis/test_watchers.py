@@ -30,7 +30,9 @@ def _cancel(store: JobStore, job_id: str) -> None:
 
 
 def _read_to_the_end(response: requests.Response) -> None:
-    with contextlib.suppress(requests.RequestException):  # the cut ends it with an error
+    # the cut ends it with an error; urllib3 raises AttributeError when the body was
+    # closed under its read (as the worker's runner also knows)
+    with contextlib.suppress(requests.RequestException, AttributeError):
         for _chunk in response.iter_content(None):
             pass
 
