@@ -11,12 +11,23 @@
 //   const job = await sluice.createJob({ model: "gpt-4o-mini", messages });
 //   const stream = sluice.stream(job);
 //   stream.on("delta", (e) => render(e.text));          // the text so far
-//   const result = await stream.result;                 // {status, choices, usage, …}
+//   stream.on("tool_call", (e) => show(e.call));         // a tool call as assembled so far
+//   const result = await stream.result;                 // {status, text, message, choices, usage, …}
+//
+// A choice is rebuilt from its fragments as docs/events.md says: `content`, `reasoning`
+// and `refusal` are concatenated, tool calls are assembled per call index in OpenAI's
+// message shape (`{id, type, function: {name, arguments}}`), and a `reset` clears it all.
 //
 // Or iterate: `for await (const event of sluice.stream(job)) { … }`.
 
 const TERMINAL = new Set(["done", "error", "cancelled"]);
 const EVENT_TYPES = ["started", "delta", "reset", ...TERMINAL];
+
+/** A tool call's state as OpenAI's message shape (`custom: {name, input}` for a custom tool). */
+function toolCall({ id, type, name, arguments: args }) {
+  if (type === "custom") return { id, type, custom: { name, input: args } };
+  return { id, type: type || "function", function: { name, arguments: args } };
+}
 
 /** An error answered by the gateway or carried by a job's `error` event. */
 export class SluiceError extends Error {
@@ -36,10 +47,13 @@ export class Sluice {
    * @param {object} [options]
    * @param {string} [options.baseUrl] where the gateway is ("" = this origin)
    * @param {Record<string,string>} [options.headers] extra headers for JSON requests
+   * @param {typeof EventSource} [options.EventSource] an EventSource implementation
+   *   (default: the global one; in Node, pass one, with an absolute baseUrl)
    */
-  constructor({ baseUrl = "", headers = {} } = {}) {
+  constructor({ baseUrl = "", headers = {}, EventSource: eventSource } = {}) {
     this.baseUrl = baseUrl.replace(/\/$/, "");
     this.headers = headers;
+    this.EventSource = eventSource || globalThis.EventSource;
   }
 
   url(path) {
@@ -98,6 +112,8 @@ export class Sluice {
  * A job's event stream. Emits `started`, `delta`, `reset`, `done`, `error`, `cancelled`
  * (each a CustomEvent whose `detail` is {id, type, data, …}) and `status`
  * ("connecting", "open", "reconnecting", "done", "error", "cancelled", "closed").
+ * After a `delta`, one of `tool_call`, `reasoning` or `refusal` when that is the fragment
+ * it carries (with the choice's call, reasoning or refusal as assembled so far).
  */
 export class JobStream extends EventTarget {
   constructor(client, job, { after = 0, maxRetryDelay = 10000 } = {}) {
@@ -112,6 +128,7 @@ export class JobStream extends EventTarget {
     this.usageEstimated = null;
     this.finishReasons = [];
     this.error = null;
+    this._calls = []; // per choice: call index -> {id, type, name, arguments}
     this._queue = [];
     this._iterating = false;
     this._wake = null;
@@ -153,14 +170,16 @@ export class JobStream extends EventTarget {
 
   _eventsUrl() {
     const base = this.job.events_url || `/v1/jobs/${encodeURIComponent(this.job.id)}/events`;
-    const url = new URL(this.client.url(base), window.location.href);
+    const url = new URL(this.client.url(base), globalThis.location?.href);
     url.searchParams.set("after", String(this.lastEventId));
     return url.toString();
   }
 
   _connect() {
     this._teardown();
-    const source = new EventSource(this._eventsUrl());
+    const EventSourceImpl = this.client.EventSource;
+    if (!EventSourceImpl) throw new Error("no EventSource here: pass new Sluice({ EventSource })");
+    const source = new EventSourceImpl(this._eventsUrl());
     this._source = source;
     source.onopen = () => {
       this._retries = 0;
@@ -170,14 +189,14 @@ export class JobStream extends EventTarget {
       source.addEventListener(type, (event) => this._onMessage(type, event));
     }
     source.addEventListener("error", (event) => {
-      if (event instanceof MessageEvent && event.data) return; // the job's own error event
+      if (event.data) return; // the job's own error event (a MessageEvent with data)
       this._onConnectionError(source);
     });
   }
 
   _onConnectionError(source) {
     if (this.ended || source !== this._source) return;
-    if (source.readyState === EventSource.CONNECTING) {
+    if (source.readyState === 0 /* CONNECTING */) {
       this._setStatus("reconnecting"); // the browser retries with Last-Event-ID
       return;
     }
@@ -214,18 +233,28 @@ export class JobStream extends EventTarget {
     this.lastEventId = id;
     const data = JSON.parse(event.data);
     const detail = { id, type, data };
+    let fragmentEvent = null;
     if (type === "delta") {
-      const choice = this._choice(data.index);
-      if (data.content) choice.content += data.content;
-      if (data.reasoning) choice.reasoning += data.reasoning;
-      Object.assign(detail, { index: data.index, content: data.content ?? "", reasoning: data.reasoning ?? "", text: choice.content });
+      const choice = this._choice(data.index ?? 0);
+      fragmentEvent = this._apply(choice, data);
+      Object.assign(detail, {
+        index: choice.index,
+        content: data.content ?? "",
+        reasoning: data.reasoning ?? "",
+        refusal: data.refusal ?? "",
+        toolCall: data.tool_call ?? null,
+        text: choice.content,
+        choice,
+      });
     } else if (type === "reset") {
       this.choices = [];
+      this._calls = [];
     } else if (type === "done") {
       this.usage = data.usage;
       this.usageEstimated = data.usage_estimated;
       this.finishReasons = data.finish_reasons || [];
       this.finishReasons.forEach((reason, index) => (this._choice(index).finishReason = reason));
+      Object.assign(detail, { choices: this.choices, message: this.message(0) });
     } else if (type === "cancelled") {
       this.usage = data.usage;
       this.usageEstimated = data.usage_estimated;
@@ -233,15 +262,79 @@ export class JobStream extends EventTarget {
       this.error = new SluiceError(data.error);
     }
     this.dispatchEvent(new CustomEvent(type, { detail }));
+    if (fragmentEvent) {
+      const fragmentDetail = { id, type: fragmentEvent.type, data, index: detail.index, ...fragmentEvent };
+      this.dispatchEvent(new CustomEvent(fragmentEvent.type, { detail: fragmentDetail }));
+    }
     this._push(detail);
     if (TERMINAL.has(type)) this._finish(type);
   }
 
+  /**
+   * Apply a delta's fragment to its choice (docs/events.md: one fragment per delta; any
+   * other field present is applied too); what to emit besides `delta`, if anything.
+   */
+  _apply(choice, data) {
+    const logprobs = Array.isArray(data.logprobs) && data.logprobs.length ? data.logprobs : null;
+    let extra = null;
+    if (typeof data.content === "string") {
+      choice.content += data.content;
+      if (logprobs) this._logprobs(choice, "content", logprobs);
+    }
+    if (typeof data.reasoning === "string") {
+      choice.reasoning += data.reasoning;
+      extra = { type: "reasoning", fragment: data.reasoning, reasoning: choice.reasoning };
+    }
+    if (typeof data.refusal === "string") {
+      choice.refusal += data.refusal;
+      if (logprobs) this._logprobs(choice, "refusal", logprobs);
+      extra = { type: "refusal", fragment: data.refusal, refusal: choice.refusal };
+    }
+    const fragment = data.tool_call;
+    if (fragment && typeof fragment === "object") {
+      const callIndex = Number.isInteger(fragment.index) && fragment.index >= 0 ? fragment.index : 0;
+      const calls = (this._calls[choice.index] ||= new Map());
+      let state = calls.get(callIndex);
+      if (!state) calls.set(callIndex, (state = { id: "", type: "", name: "", arguments: "" }));
+      // the first non-empty id, type and name win (some providers repeat them)
+      state.id ||= typeof fragment.id === "string" ? fragment.id : "";
+      state.type ||= typeof fragment.type === "string" ? fragment.type : "";
+      state.name ||= typeof fragment.name === "string" ? fragment.name : "";
+      state.arguments += typeof fragment.arguments === "string" ? fragment.arguments : "";
+      const order = [...calls.keys()].sort((x, y) => x - y);
+      choice.toolCalls = order.map((i) => toolCall(calls.get(i)));
+      const call = choice.toolCalls[order.indexOf(callIndex)];
+      extra = { type: "tool_call", callIndex, fragment, call, toolCalls: choice.toolCalls };
+    }
+    return extra;
+  }
+
+  _logprobs(choice, field, tokens) {
+    choice.logprobs ||= { content: null, refusal: null };
+    choice.logprobs[field] = (choice.logprobs[field] || []).concat(tokens);
+  }
+
   _choice(index) {
     while (this.choices.length <= index) {
-      this.choices.push({ index: this.choices.length, content: "", reasoning: "", finishReason: null });
+      this.choices.push({ index: this.choices.length, content: "", reasoning: "", refusal: "", toolCalls: [], logprobs: null, finishReason: null });
     }
     return this.choices[index];
+  }
+
+  /**
+   * Choice `index` as OpenAI's assistant message, ready to append to `messages`:
+   * `{role, content, refusal?, tool_calls?}` (`content` null for a turn that only calls
+   * tools). Reasoning is not part of it (providers refuse it back); read `choice.reasoning`.
+   */
+  message(index = 0) {
+    const choice = this.choices[index];
+    const message = { role: "assistant", content: choice?.content ?? "" };
+    if (choice?.refusal) message.refusal = choice.refusal;
+    if (choice?.toolCalls.length) {
+      message.tool_calls = choice.toolCalls;
+      if (!choice.content) message.content = null;
+    }
+    return message;
   }
 
   _summary(status) {
@@ -250,6 +343,10 @@ export class JobStream extends EventTarget {
       status,
       choices: this.choices,
       text: this.text(0),
+      reasoning: this.choices[0]?.reasoning ?? "",
+      refusal: this.choices[0]?.refusal ?? "",
+      toolCalls: this.choices[0]?.toolCalls ?? [],
+      message: this.message(0),
       usage: this.usage,
       usageEstimated: this.usageEstimated,
       finishReasons: this.finishReasons,
@@ -266,7 +363,16 @@ export class JobStream extends EventTarget {
   }
 
   _finishFromPoll(job) {
-    this.choices = job.choices.map((c) => ({ index: c.index, content: c.content, reasoning: c.reasoning || "", finishReason: c.finish_reason }));
+    this._calls = [];
+    this.choices = job.choices.map((c) => ({
+      index: c.index,
+      content: c.content,
+      reasoning: c.reasoning || "",
+      refusal: c.refusal || "",
+      toolCalls: c.tool_calls || [],
+      logprobs: c.logprobs || null,
+      finishReason: c.finish_reason,
+    }));
     this.usage = job.usage;
     this.usageEstimated = job.usage_estimated;
     if (job.status === "failed") {

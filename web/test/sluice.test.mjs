@@ -1,0 +1,224 @@
+// gateway/static/sluice.js in Node: tool-call, reasoning and refusal events and the
+// assembled result, first from scripted events (resets, parallel calls, fragments that
+// repeat the id), then against the gateway and its fake upstream.
+// Run by tests/integration/test_node_client.py with SLUICE_GATEWAY set.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { createParser } from "eventsource-parser";
+import { Sluice } from "../../gateway/static/sluice.js";
+
+const gateway = process.env.SLUICE_GATEWAY;
+
+/** A small WHATWG-style EventSource on fetch (Node 20 has none): enough for sluice.js. */
+class FetchEventSource extends EventTarget {
+  static CONNECTING = 0;
+  static OPEN = 1;
+  static CLOSED = 2;
+
+  constructor(url) {
+    super();
+    this.url = url;
+    this.readyState = 0;
+    this.onopen = null;
+    this._abort = new AbortController();
+    this._run();
+  }
+
+  close() {
+    this.readyState = 2;
+    this._abort.abort();
+  }
+
+  async _run() {
+    try {
+      const response = await fetch(this.url, {
+        headers: { Accept: "text/event-stream" },
+        signal: this._abort.signal,
+      });
+      if (response.status !== 200) {
+        this.readyState = 2;
+        this.dispatchEvent(new Event("error"));
+        return;
+      }
+      this.readyState = 1;
+      this.onopen?.(new Event("open"));
+      const parser = createParser({
+        onEvent: (e) => {
+          if (this.readyState === 2) return;
+          const event = new MessageEvent(e.event || "message", { data: e.data, lastEventId: e.id ?? "" });
+          this.dispatchEvent(event);
+        },
+      });
+      const decoder = new TextDecoder();
+      for await (const chunk of response.body) parser.feed(decoder.decode(chunk, { stream: true }));
+      if (this.readyState !== 2) {
+        this.readyState = 2; // a cut stream: let sluice.js reconnect with ?after=
+        this.dispatchEvent(new Event("error"));
+      }
+    } catch {
+      if (this.readyState !== 2) {
+        this.readyState = 2;
+        this.dispatchEvent(new Event("error"));
+      }
+    }
+  }
+}
+
+/** An EventSource that plays a script of [type, data] events, ids 1, 2, 3… */
+function scripted(events) {
+  return class ScriptedEventSource extends EventTarget {
+    constructor() {
+      super();
+      this.readyState = 1;
+      setTimeout(() => {
+        this.onopen?.(new Event("open"));
+        events.forEach(([type, data], i) => {
+          if (this.readyState === 2) return;
+          this.dispatchEvent(new MessageEvent(type, { data: JSON.stringify(data), lastEventId: String(i + 1) }));
+        });
+      });
+    }
+
+    close() {
+      this.readyState = 2;
+    }
+  };
+}
+
+const call = (index, fields) => ["delta", { index: 0, tool_call: { index, arguments: "", ...fields } }];
+
+test("tool-call fragments assemble per call in OpenAI's shape, and a reset clears them", async () => {
+  const sluice = new Sluice({
+    baseUrl: "http://sluice.invalid",
+    EventSource: scripted([
+      ["started", { model: "m", attempt: 1 }],
+      ["delta", { index: 0, reasoning: "lost " }],
+      call(0, { id: "call_old", type: "function", name: "old", arguments: '{"x"' }),
+      ["delta", { index: 0, refusal: "lost too" }],
+      ["reset", { reason: "worker_lost", attempt: 2 }],
+      ["delta", { index: 0, reasoning: "Think" }],
+      ["delta", { index: 0, reasoning: "ing." }],
+      call(0, { id: "call_a", type: "function", name: "get_weather" }),
+      call(1, { id: "call_b", type: "function", name: "get_time", arguments: '{"tz":' }),
+      call(0, { arguments: '{"city":' }),
+      call(0, { id: "call_a", name: "get_weather", arguments: '"Paris"}' }), // Mistral repeats them
+      call(1, { arguments: '"UTC"}' }),
+      ["done", { finish_reasons: ["tool_calls"], usage: null }],
+    ]),
+  });
+  const stream = sluice.stream("job_x");
+  const seen = [];
+  stream.on("tool_call", (e) => seen.push([e.id, e.index, e.callIndex, e.fragment.arguments, e.call.function.arguments]));
+  const reasoning = [];
+  stream.on("reasoning", (e) => reasoning.push(e.reasoning));
+  const refusals = [];
+  stream.on("refusal", (e) => refusals.push(e.refusal));
+  let resets = 0;
+  stream.on("reset", () => {
+    resets += 1;
+    assert.deepEqual(stream.choices, []);
+  });
+  let done = null;
+  stream.on("done", (e) => (done = e));
+  const result = await stream.result;
+
+  const calls = [
+    { id: "call_a", type: "function", function: { name: "get_weather", arguments: '{"city":"Paris"}' } },
+    { id: "call_b", type: "function", function: { name: "get_time", arguments: '{"tz":"UTC"}' } },
+  ];
+  assert.equal(resets, 1);
+  assert.deepEqual(seen, [
+    [3, 0, 0, '{"x"', '{"x"'],
+    [8, 0, 0, "", ""],
+    [9, 0, 1, '{"tz":', '{"tz":'],
+    [10, 0, 0, '{"city":', '{"city":'],
+    [11, 0, 0, '"Paris"}', '{"city":"Paris"}'],
+    [12, 0, 1, '"UTC"}', '{"tz":"UTC"}'],
+  ]);
+  assert.deepEqual(reasoning, ["lost ", "Think", "Thinking."]);
+  assert.deepEqual(refusals, ["lost too"]);
+  assert.deepEqual(result.toolCalls, calls);
+  assert.equal(result.reasoning, "Thinking.");
+  assert.equal(result.refusal, "");
+  assert.deepEqual(result.finishReasons, ["tool_calls"]);
+  assert.deepEqual(result.message, { role: "assistant", content: null, tool_calls: calls });
+  assert.deepEqual(done.message, result.message);
+  assert.equal(done.choices[0].finishReason, "tool_calls");
+});
+
+test("a refusal and a custom tool's input are kept, with their logprobs", async () => {
+  const token = (t) => ({ token: t, logprob: -0.1, bytes: [...Buffer.from(t)], top_logprobs: [] });
+  const sluice = new Sluice({
+    baseUrl: "http://sluice.invalid",
+    EventSource: scripted([
+      ["delta", { index: 0, refusal: "I can't ", logprobs: [token("I"), token(" can't ")] }],
+      ["delta", { index: 0, refusal: "help.", logprobs: [token("help.")] }],
+      ["delta", { index: 1, content: "Sure", logprobs: [token("Sure")] }],
+      ["delta", { index: 1, tool_call: { index: 0, id: "ct_1", type: "custom", name: "sql", arguments: "SELECT 1" } }],
+      ["done", { finish_reasons: ["stop", "tool_calls"], usage: null }],
+    ]),
+  });
+  const stream = sluice.stream("job_y");
+  const result = await stream.result;
+  assert.equal(result.refusal, "I can't help.");
+  assert.deepEqual(result.message, { role: "assistant", content: "", refusal: "I can't help." });
+  assert.deepEqual(result.choices[0].logprobs.refusal.map((t) => t.token), ["I", " can't ", "help."]);
+  assert.equal(result.choices[0].logprobs.content, null);
+  assert.deepEqual(stream.message(1), {
+    role: "assistant",
+    content: "Sure",
+    tool_calls: [{ id: "ct_1", type: "custom", custom: { name: "sql", input: "SELECT 1" } }],
+  });
+});
+
+async function run(model, messages = [{ role: "user", content: "from node" }]) {
+  const sluice = new Sluice({ baseUrl: gateway, EventSource: FetchEventSource });
+  const job = await sluice.createJob({ model, messages });
+  const stream = sluice.stream(job);
+  const events = { tool_call: [], reasoning: [], refusal: [] };
+  for (const type of Object.keys(events)) stream.on(type, (e) => events[type].push(e));
+  const result = await stream.result;
+  const poll = await sluice.getJob(job.id);
+  return { sluice, result, events, poll };
+}
+
+test("tool calls from the gateway: events per fragment, the result as the poll rebuilds it", async () => {
+  const { sluice, result, events, poll } = await run("tools;calls=2");
+  assert.equal(result.status, "succeeded");
+  assert.deepEqual(result.finishReasons, ["tool_calls"]);
+  assert.equal(result.toolCalls.length, 2);
+  assert.deepEqual(result.toolCalls, poll.choices[0].tool_calls);
+  for (const [i, c] of result.toolCalls.entries()) {
+    assert.ok(c.id && c.function.name, JSON.stringify(c));
+    assert.equal(c.type, "function");
+    JSON.parse(c.function.arguments); // complete JSON
+    const mine = events.tool_call.filter((e) => e.callIndex === i);
+    assert.ok(mine.length >= 1);
+    assert.equal(mine.map((e) => e.fragment.arguments).join(""), c.function.arguments);
+    assert.deepEqual(mine.at(-1).call, c);
+  }
+  assert.equal(result.message.role, "assistant");
+  assert.deepEqual(result.message.tool_calls, result.toolCalls);
+  // the assembled message goes back into the conversation as OpenAI's tools flow wants
+  const next = [
+    { role: "user", content: "from node" },
+    result.message,
+    ...result.toolCalls.map((c) => ({ role: "tool", tool_call_id: c.id, content: "42" })),
+  ];
+  const job = await sluice.createJob({ model: "openai", messages: next });
+  assert.ok(job.id);
+});
+
+test("reasoning and refusals from the gateway", async () => {
+  const thought = await run("reasoning");
+  assert.ok(thought.result.reasoning.length > 0);
+  assert.equal(thought.result.reasoning, thought.poll.choices[0].reasoning);
+  assert.equal(thought.events.reasoning.at(-1).reasoning, thought.result.reasoning);
+  assert.equal(thought.result.text, thought.poll.choices[0].content);
+
+  const refused = await run("refusal");
+  assert.ok(refused.result.refusal.length > 0);
+  assert.equal(refused.result.refusal, refused.poll.choices[0].refusal);
+  assert.equal(refused.events.refusal.map((e) => e.fragment).join(""), refused.result.refusal);
+  assert.equal(refused.result.message.refusal, refused.result.refusal);
+});
