@@ -8,7 +8,8 @@ Endpoints: ``POST /v1/chat/completions`` (streaming and not), ``GET /v1/models``
 else is a 404 in OpenAI's error shape. With an ``api_key`` every endpoint but the 404 needs
 ``Authorization: Bearer <api_key>``, answered otherwise with OpenAI's 401 bodies.
 
-The reply text is deterministic (see :func:`expected_reply`) and deliberately contains
+The reply is deterministic (see :func:`expected_reply`, :func:`expected_tool_calls`,
+:func:`expected_refusal`, :func:`expected_logprobs`) and deliberately contains
 multi-byte UTF-8 (« » é 🙂 中文), a newline and a U+2028 so relays that split bytes or lines
 naively break visibly. Streams go out with chunked transfer encoding, like the real API. The
 request's ``model`` picks a scenario: the catalogue is the docstring of ``scenarios``.
@@ -20,9 +21,17 @@ underscored names are shared between the modules, not offered to callers.
 """
 
 from devtools.fake_upstream.replies import (
+    ARGUMENT_PIECE,
+    BUILTIN_TOOL,
+    REFUSAL_TEXT,
+    expected_logprobs,
     expected_reasoning,
+    expected_refusal,
     expected_reply,
+    expected_tool_calls,
     prompt_tokens,
+    schema_value,
+    split_json,
     split_pieces,
 )
 from devtools.fake_upstream.scenarios import (
@@ -44,6 +53,8 @@ from devtools.fake_upstream.server import (
 from devtools.fake_upstream.wire import FINGERPRINT, OPENAI_STYLE
 
 __all__ = [
+    "ARGUMENT_PIECE",
+    "BUILTIN_TOOL",
     "DEFAULT_PORT",
     "DEFAULT_SCENARIO",
     "DEMO_DELAY",
@@ -52,14 +63,20 @@ __all__ = [
     "FINGERPRINT",
     "OPENAI_STYLE",
     "REFUSALS",
+    "REFUSAL_TEXT",
     "SCENARIOS",
     "Disruptions",
     "FakeUpstream",
     "RecordedRequest",
+    "expected_logprobs",
     "expected_reasoning",
+    "expected_refusal",
     "expected_reply",
+    "expected_tool_calls",
     "main",
     "parse_model",
     "prompt_tokens",
+    "schema_value",
+    "split_json",
     "split_pieces",
 ]

@@ -8,7 +8,49 @@ default), ``fail_after`` (pieces before a fault, 3), ``retry_after`` (seconds, 1
 ``framing`` (``chunked``, as OpenAI; ``close``: a stream's body has neither chunked encoding
 nor a length and ends when the server closes the connection, as Python's ``http.server``,
 some proxies and small servers answer), ``encoding`` (``identity``; ``gzip``: the stream
-compressed, flushed after every write).
+compressed, flushed after every write), ``calls`` (tool calls per answer, 1).
+
+What every answering scenario says (``replies`` decides it from the body; the scenario only
+dresses it, so delays, usage placement, faults and line styles apply alike):
+
+Text
+    :func:`expected_reply`: a greeting quoting the last message's text parts, then
+    ``words`` of lorem with multi-byte UTF-8, a newline and a U+2028. Image, audio and file
+    parts are not text: the quote is followed by `` [1 image]`` (``2 images``, ``1 audio
+    clip``, ``1 file``…), so a test can prove such a part reached the upstream.
+Tool calls
+    When ``tools`` has a function or custom tool, ``tool_choice`` is not ``"none"`` and the
+    last message is not a ``tool`` message. Which: ``tool_choice: {"type": "function",
+    "function": {"name": X}}`` (or ``custom``) calls X once; otherwise (``"auto"``,
+    ``"required"``, absent) the first ``calls`` tools in order, cycling through the list when
+    ``calls`` exceeds it, only one when ``parallel_tool_calls`` is false. A function's
+    arguments are :func:`replies.schema_value` of its ``parameters`` (every property: enum's
+    first value; "Paris" for city/location/place/town/destination; ``"<name>-value"`` for
+    other strings; integer 1, number 1.5, boolean true, array [] (``minItems`` items),
+    objects recursively), compact JSON (``{"city":"Paris"}``, ``{}`` without parameters); a
+    custom tool's input is "Input for <name> from the Sluice demo upstream.". Streamed as
+    OpenAI does: the first call's id/type/name (``"call_"`` + 24 letters and digits, empty
+    arguments) on the role chunk (``content: null, refusal: null``), then the arguments in
+    ``replies.ARGUMENT_PIECE`` (4) character fragments (``{"index": k, "function":
+    {"arguments": piece}}``, ``"custom": {"input": piece}``), each further call's header
+    (``index`` k, own id) then its fragments; ``finish_reason: "tool_calls"`` (``length``
+    when max_tokens, counting fragments, cut them). One fragment is one completion token.
+    Non-streamed: ``message.tool_calls`` with ``content: null``. :func:`expected_tool_calls`
+    gives the calls (ids aside).
+Tool results
+    When the conversation ends with ``tool`` messages, text: the greeting says ``The tool
+    said: «<content>».`` for each of them instead of quoting the user.
+Structured output
+    ``response_format`` ``json_schema``: the content is ``schema_value`` of the schema (all
+    properties, no others), ``json_object``: ``{"answer": <the text reply>}``; both compact
+    JSON streamed in 4-character pieces; :func:`expected_reply` returns it.
+Logprobs
+    ``logprobs: true``: each content (refusal) chunk's ``logprobs`` is ``{"content":
+    [entry], "refusal": null}`` (``{"content": null, "refusal": [entry]}``), an entry being
+    ``{"token", "logprob", "bytes", "top_logprobs"}`` with ``top_logprobs`` alternatives
+    (the token itself first, each next 1.0 less likely); non-streamed, the same entries in
+    ``choice.logprobs``; tool call chunks have none. :func:`expected_logprobs` gives them.
+    ``top_logprobs`` outside 0..20 is OpenAI's 400 naming ``param: "top_logprobs"``.
 
 Scenarios and the real behaviour each reproduces:
 
@@ -64,6 +106,22 @@ Scenarios and the real behaviour each reproduces:
     the reasoning text is :func:`expected_reasoning`.
 ``slow``
     ``openai`` with ``delay`` defaulting to 0.05 s.
+``tools``
+    ``openai`` that answers with tool calls even when the request defines no tools (then
+    ``calls`` calls to a built-in ``get_weather(city)``, ``replies.BUILTIN_TOOL``), so a chat
+    page without tool definitions can be shown tool calls; ``tool_choice: "none"`` and tool
+    results still get text.
+``refusal``
+    A safety refusal: ``delta: {"role": "assistant", "content": null, "refusal": ""}``, then
+    ``refusal`` pieces of :data:`REFUSAL_TEXT` ("I'm sorry, I can't help with that
+    request."), ``finish_reason: "stop"``; non-streamed ``message.refusal`` with ``content:
+    null``. Refuses even when tools are offered. :func:`expected_refusal`.
+``echo``
+    The reply text is ``json.dumps`` of the request body without ``messages``, keys sorted
+    (default separators), streamed in text pieces, the same for every choice; tools and
+    ``response_format`` are ignored. So clients in another process (Node tests) can see
+    exactly which top-level fields reached the upstream (``FakeUpstream.requests`` records
+    them in-process).
 
 Non-streaming requests to the mid-stream fault scenarios get the nearest equivalent:
 ``truncated`` sends half a body then closes, ``error-in-stream`` is an HTTP 500,
@@ -249,6 +307,23 @@ def _reasoning(call: _Call) -> None:
     _respond(call, _Style(reasoning=True))
 
 
+def _echo(call: _Call) -> None:
+    """The request's top-level fields as the reply text (``replies`` reads the name), so a
+    client in another process can see exactly what reached the upstream."""
+    _respond(call)
+
+
+def _refusal(call: _Call) -> None:
+    """A safety refusal: ``refusal`` deltas instead of content (``replies`` reads the name)."""
+    _respond(call)
+
+
+def _tools(call: _Call) -> None:
+    """Tool calls even for a request without tools (``replies`` reads the name and calls its
+    built-in get_weather), so a chat page can be shown tool calls."""
+    _respond(call)
+
+
 def _http_400(call: _Call) -> None:
     """OpenAI's context_length_exceeded 400."""
     message = (
@@ -357,6 +432,9 @@ SCENARIOS: dict[str, Callable[[_Call], None]] = {
     "http-503-then-ok": _then_ok(_http_503),
     "reasoning": _reasoning,
     "slow": _openai,  # _Call gives "slow" its 0.05 s default delay
+    "echo": _echo,
+    "refusal": _refusal,
+    "tools": _tools,
 }
 """Scenario name -> handler; the request's model field picks one (see parse_model)."""
 REFUSALS = {name: SCENARIOS[name] for name in ("http-429", "http-500", "http-503")}

@@ -18,6 +18,7 @@ import secrets
 import select
 import socket
 import socketserver
+import string
 import sys
 import threading
 import time
@@ -27,7 +28,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from devtools.fake_upstream.replies import _float_param, _int_param, _reply_pieces, prompt_tokens
+from devtools.fake_upstream.replies import (
+    _Answer,
+    _answer,
+    _float_param,
+    _int_param,
+    prompt_tokens,
+    top_logprobs,
+)
 from devtools.fake_upstream.scenarios import REFUSALS, SCENARIOS, Disruptions, parse_model
 from devtools.fake_upstream.wire import (
     FRAMINGS,
@@ -77,10 +85,14 @@ class RecordedRequest:
     body: dict | None
     client_port: int = 0  # the client's end of the TCP connection: equal ports, reused one
     request_id: str = ""  # the x-request-id it was answered with
-    # what the stream wrote to the socket, per choice (content, reasoning), and whether it
-    # reached its end ([DONE], or the body's end where the scenario sends none)
+    # what the stream wrote to the socket, per choice (content, reasoning, refusal, tool
+    # calls assembled from their fragments, in the message's shape), and whether it
+    # reached its end ([DONE], or the body's end where the scenario sends none);
+    # pieces_sent counts what usage counts (content, reasoning, refusal, argument pieces)
     sent: dict[int, str] = field(default_factory=dict)
     reasoning_sent: dict[int, str] = field(default_factory=dict)
+    refusal_sent: dict[int, str] = field(default_factory=dict)
+    tool_calls_sent: dict[int, list[dict]] = field(default_factory=dict)
     pieces_sent: int = 0
     status: int = 0
     finished: bool = False
@@ -96,16 +108,54 @@ class RecordedRequest:
                 text = self.reasoning_sent.get(index, "") + delta["reasoning_content"]
                 self.reasoning_sent[index] = text
                 self.pieces_sent += 1
+            if delta.get("refusal"):
+                self.refusal_sent[index] = self.refusal_sent.get(index, "") + delta["refusal"]
+                self.pieces_sent += 1
+            for fragment in delta.get("tool_calls") or ():
+                self._wrote_call(index, fragment)
+
+    def _wrote_call(self, index: int, fragment: dict) -> None:
+        calls = self.tool_calls_sent.setdefault(index, [])
+        if "id" in fragment:  # a call's first fragment: its id, type and name
+            kind = fragment["type"]
+            field_ = "input" if kind == "custom" else "arguments"
+            calls.append({"id": fragment["id"], "type": kind, kind: {**fragment[kind], field_: ""}})
+            return
+        call = calls[fragment["index"]]
+        kind = call["type"]
+        field_ = "input" if kind == "custom" else "arguments"
+        call[kind][field_] += fragment[kind][field_]
+        self.pieces_sent += 1
 
 
 # --------------------------------------------------------------------------- one request
 
 
+_ID_ALPHABET = string.ascii_letters + string.digits
+
+
+def _call_id() -> str:
+    """OpenAI's tool call ids: ``call_`` and 24 random letters and digits."""
+    return "call_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(24))
+
+
 @dataclass
 class _Choice:
+    """One choice of a response: what it says, and the ids of its tool calls (random per
+    response, so they are drawn here and not in the pure ``replies``)."""
+
     index: int
-    pieces: list[str]
-    finish_reason: str
+    answer: _Answer
+    call_ids: list[str] = field(default_factory=list)
+
+    @property
+    def pieces(self) -> list[str]:
+        """The content or refusal pieces (one per token)."""
+        return self.answer.pieces
+
+    @property
+    def finish_reason(self) -> str:
+        return self.answer.finish_reason
 
 
 class _Call:
@@ -139,6 +189,9 @@ class _Call:
         self.framing = p.get("framing", "chunked")
         if self.framing not in FRAMINGS:
             raise ValueError(f"framing must be one of {', '.join(FRAMINGS)}")
+        self.calls = _int_param(p, "calls", 1)
+        self.logprobs = body.get("logprobs") is True
+        self.top_logprobs = top_logprobs(body)  # out of 0..20: a 400 naming top_logprobs
         self.gzip = p.get("encoding", "identity") == "gzip"
         if p.get("encoding", "identity") not in ("identity", "gzip"):
             raise ValueError("encoding must be identity or gzip")
@@ -146,10 +199,15 @@ class _Call:
     # --- content
 
     def plan(self) -> list[_Choice]:
-        return [_Choice(i, *_reply_pieces(self.body, i)) for i in range(self.n)]
+        """What each choice answers, its tool calls given fresh ids."""
+        choices = []
+        for i in range(self.n):
+            answer = _answer(self.body, i)
+            choices.append(_Choice(i, answer, [_call_id() for _ in answer.calls]))
+        return choices
 
     def usage(self, plan: list[_Choice], extra_pieces: int = 0) -> dict:
-        completion = sum(len(c.pieces) for c in plan) + extra_pieces
+        completion = sum(c.answer.tokens for c in plan) + extra_pieces
         prompt = prompt_tokens(self.body)
         return {
             "prompt_tokens": prompt,
@@ -424,8 +482,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             call = _Call(self, body)
-        except ValueError as exc:
-            self.send_json_error(400, _error_body(str(exc), "invalid_request_error"))
+        except ValueError as exc:  # replies.BadParameter names its param, as OpenAI does
+            param = getattr(exc, "param", None)
+            self.send_json_error(400, _error_body(str(exc), "invalid_request_error", param))
             return
         refusal = self.server.upstream.disruptions.refusing()
         if refusal is not None:  # a provider having a bad minute: every request refused

@@ -19,10 +19,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from devtools.fake_upstream.replies import expected_reasoning, split_pieces
+from devtools.fake_upstream.replies import (
+    _call_message,
+    _logprobs_for,
+    _ToolCall,
+    expected_reasoning,
+    split_pieces,
+)
 
 if TYPE_CHECKING:
-    from devtools.fake_upstream.server import _Call, _Handler
+    from devtools.fake_upstream.server import _Call, _Choice, _Handler
 
 FINGERPRINT = "fp_fake"
 # how a stream's body is delimited: HTTP/1.1 chunks (OpenAI), or the connection's close
@@ -141,12 +147,69 @@ class _Style:
 OPENAI_STYLE = _Style()
 
 
+def _input_field(call: _ToolCall) -> str:
+    """Where a call's streamed text goes: a function's arguments, a custom tool's input."""
+    return "input" if call.type == "custom" else "arguments"
+
+
+def _call_header(c: _Choice, k: int) -> dict:
+    """A call's first fragment: index, id, type and name, with empty arguments (input)."""
+    call, _ = c.answer.calls[k]
+    body = {"name": call.name, _input_field(call): ""}
+    return {"index": k, "id": c.call_ids[k], "type": call.type, call.type: body}
+
+
+def _role_delta(c: _Choice, reasoning: bool) -> dict:
+    """A choice's first delta, the only one with role (and content/refusal for a refusal or
+    tool calls, which OpenAI opens with ``content: null``); with no reasoning to come first,
+    a tool call answer's first call rides on it, as OpenAI sends it."""
+    if c.answer.kind == "refusal":
+        return {"role": "assistant", "content": None, "refusal": ""}
+    if c.answer.kind == "tool_calls" and c.answer.calls:
+        if reasoning:
+            return {"role": "assistant", "content": None, "refusal": None}
+        return {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [_call_header(c, 0)],
+            "refusal": None,
+        }
+    return {"role": "assistant", "content": ""}
+
+
+def _steps(c: _Choice, reasoning: bool, top: int | None) -> Iterator[tuple[str, dict, dict | None]]:
+    """A choice's chunks after its role (and reasoning) chunks, as (kind, delta, logprobs):
+    "piece" for a content, refusal or argument token (paused before, counted by usage and
+    ``fail_after``), "call" for each further call's header. `top` None: no logprobs."""
+    answer = c.answer
+    if answer.kind == "tool_calls":
+        for k, (call, pieces) in enumerate(answer.calls):
+            if k > 0 or reasoning:
+                yield "call", {"tool_calls": [_call_header(c, k)]}, None
+            for piece in pieces:
+                fragment = {"index": k, call.type: {_input_field(call): piece}}
+                yield "piece", {"tool_calls": [fragment]}, None
+        return
+    field = "refusal" if answer.kind == "refusal" else "content"
+    entries = _logprobs_for(answer.pieces, top) if top is not None else None
+    for i, piece in enumerate(answer.pieces):
+        delta: dict[str, Any] = {field: piece}
+        if reasoning:
+            delta["reasoning_content"] = None
+        logprobs = None
+        if entries is not None:
+            logprobs = {"content": None, "refusal": None, field: [entries[i]]}
+        yield "piece", delta, logprobs
+
+
 def _chunks(call: _Call, style: _Style) -> Iterator[tuple[str, dict]]:
-    """Yield (kind, chunk) in wire order: prelude, role, reasoning, piece, finish, usage."""
+    """Yield (kind, chunk) in wire order: prelude, role, reasoning, then each choice's
+    pieces (and tool call headers) interleaved across choices, finish, usage."""
     plan = call.plan()
     reasoning = split_pieces(expected_reasoning(call.body)) if style.reasoning else []
     usage = call.usage(plan, len(reasoning) * len(plan))
     null_usage = style.usage == "chunk" and call.include_usage
+    top = call.top_logprobs if call.logprobs else None
 
     def chunk(choices: list[dict], **extra: Any) -> dict:
         out = {
@@ -162,10 +225,16 @@ def _chunks(call: _Call, style: _Style) -> Iterator[tuple[str, dict]]:
         out.update(extra)
         return out
 
-    def choice(index: int, delta: dict, finish: str | None = None, filtered: bool = True) -> dict:
+    def choice(
+        index: int,
+        delta: dict,
+        finish: str | None = None,
+        filtered: bool = True,
+        logprobs: dict | None = None,
+    ) -> dict:
         if finish is None and style.blank_finish_reason:
             finish = ""
-        out = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+        out = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
         if style.content_filter:
             out["content_filter_results"] = _FILTER_OK if filtered else {}
         return out
@@ -185,18 +254,17 @@ def _chunks(call: _Call, style: _Style) -> Iterator[tuple[str, dict]]:
             },
         )
     for c in plan:
-        yield "role", chunk([choice(c.index, {"role": "assistant", "content": ""}, None, False)])
+        yield "role", chunk([choice(c.index, _role_delta(c, bool(reasoning)), None, False)])
     for piece in reasoning:
         for c in plan:
             delta = {"content": None, "reasoning_content": piece}
             yield "reasoning", chunk([choice(c.index, delta)])
-    for row in itertools.zip_longest(*(c.pieces for c in plan)):
-        for c, piece in zip(plan, row, strict=True):
-            if piece is not None:
-                delta: dict[str, Any] = {"content": piece}
-                if reasoning:
-                    delta["reasoning_content"] = None
-                yield "piece", chunk([choice(c.index, delta)])
+    steps = [list(_steps(c, bool(reasoning), top)) for c in plan]
+    for row in itertools.zip_longest(*steps):
+        for c, step in zip(plan, row, strict=True):
+            if step is not None:
+                kind, delta, logprobs = step
+                yield kind, chunk([choice(c.index, delta, logprobs=logprobs)])
     for c in plan:
         extra: dict[str, Any] = {}
         if style.usage == "finish" and c is plan[-1]:
@@ -247,7 +315,7 @@ def _respond(
             if fault is not None and at_fault:
                 fault(call, sse)
                 return
-            if kind in ("piece", "reasoning"):
+            if kind in ("piece", "reasoning", "call"):
                 call.pause(call.delay)
                 call.upstream.disruptions.hold(call.upstream._stopping)
                 if call.record is not None and call.peer_closed():
@@ -271,19 +339,35 @@ def _respond_json(call: _Call, style: _Style) -> None:
     plan = call.plan()
     reasoning = expected_reasoning(call.body) if style.reasoning else ""
     n_reasoning = len(split_pieces(reasoning)) * len(plan)
-    call.pause(call.delay * (sum(len(c.pieces) for c in plan) + n_reasoning))
+    call.pause(call.delay * (sum(c.answer.tokens for c in plan) + n_reasoning))
     usage = call.usage(plan, n_reasoning)
     choices = []
     for c in plan:
-        message: dict[str, Any] = {"role": "assistant", "content": "".join(c.pieces)}
+        answer = c.answer
+        text = "".join(answer.pieces)
+        message: dict[str, Any] = {"role": "assistant", "content": None}
+        if answer.kind == "content":
+            message["content"] = text
+        if answer.kind == "tool_calls":
+            message["tool_calls"] = [
+                _call_message(_ToolCall(t.type, t.name, "".join(p)), call_id)
+                for (t, p), call_id in zip(answer.calls, c.call_ids, strict=True)
+            ]
         if style.reasoning:
             message["reasoning_content"] = reasoning
-        else:
+        if answer.kind == "refusal":
+            message["refusal"] = text
+        elif not style.reasoning:
             message["refusal"] = None
+        logprobs = None
+        if call.logprobs and answer.kind != "tool_calls":
+            field = "refusal" if answer.kind == "refusal" else "content"
+            entries = _logprobs_for(answer.pieces, call.top_logprobs)
+            logprobs = {"content": None, "refusal": None, field: entries}
         choice: dict[str, Any] = {
             "index": c.index,
             "message": message,
-            "logprobs": None,
+            "logprobs": logprobs,
             "finish_reason": c.finish_reason,
         }
         if style.content_filter:
