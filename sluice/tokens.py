@@ -8,15 +8,28 @@ then finds the files and verifies their hashes as usual; no plugin, no patching.
 
 Chat accounting follows OpenAI's cookbook: 3 tokens per message, the encoded value of
 every string field (role, content, name…), 1 more for ``name``, and 3 priming the reply.
+
+What else a prompt holds, and how it is counted (``count_prompt``, ``fit_to_context``):
+
+- tool definitions (the request's ``tools``): the cookbook's tool formula (``count_tools``);
+  an estimate for models other than gpt-4o(-mini), gpt-4 and gpt-3.5-turbo, for custom
+  tools and for schema parts the formula does not cover (counted as their JSON text);
+- an assistant turn's ``tool_calls``: each call's name and arguments (a custom tool's name
+  and input); always an estimate, OpenAI does not document the framing around a call;
+- ``tool_call_id``, like every string field: its text.
+
+Whether any part of a count is an estimate is kept with it (``TokenCount.estimated``,
+``FittedPrompt.estimated``), so whoever reports the count can say so.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -26,7 +39,7 @@ from typing import Any
 import tiktoken
 
 from sluice.errors import ContextLengthExceeded
-from sluice.models import ModelInfo, lookup
+from sluice.models import CL100K, KNOWN_MODELS, ModelInfo, lookup
 from sluice.settings import read_env
 
 _BLOB = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
@@ -89,36 +102,263 @@ def count_text(text: str, encoding: str) -> int:
     return len(get_encoding(encoding).encode(text, disallowed_special=()))
 
 
-def _message_text_values(message: dict[str, Any]) -> list[tuple[str, str]]:
-    values: list[tuple[str, str]] = []
+@dataclass(frozen=True)
+class TokenCount:
+    """Prompt tokens, and whether any of them is an estimate rather than OpenAI's documented
+    accounting for the model (an undocumented format, or a size Sluice cannot know)."""
+
+    tokens: int
+    estimated: bool = False
+
+    def __add__(self, other: TokenCount) -> TokenCount:
+        return TokenCount(self.tokens + other.tokens, self.estimated or other.estimated)
+
+
+NOTHING = TokenCount(0)
+
+
+def _total(counts: Iterable[TokenCount]) -> TokenCount:
+    total = NOTHING
+    for count in counts:
+        total += count
+    return total
+
+
+# families whose accounting differs: KNOWN_MODELS's, and the smaller models of a family
+_FAMILIES = (*KNOWN_MODELS, "gpt-4o-mini", "gpt-4.1-mini", "gpt-4.1-nano")
+
+
+def model_family(model: str) -> str | None:
+    """The longest known family ``model`` belongs to (``gpt-4o-mini-2024-07-18`` →
+    ``gpt-4o-mini``), by the rule ``sluice.models.lookup`` uses; None when unknown."""
+    best: str | None = None
+    for family in _FAMILIES:
+        matches = model == family or model.startswith((family + "-", family + "."))
+        if matches and (best is None or len(family) > len(best)):
+            best = family
+    return best
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+# -- tool definitions -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ToolConstants:
+    """The cookbook's per-model constants for counting tool definitions."""
+
+    function: int  # each function ("func_init")
+    properties: int  # a function that has properties ("prop_init")
+    property: int  # each property ("prop_key")
+    enum: int  # a property that has an enum ("enum_init")
+    enum_item: int  # each enum item ("enum_item")
+    end: int  # once for the whole list ("func_end")
+
+
+GPT4O_TOOLS = ToolConstants(function=7, properties=3, property=3, enum=-3, enum_item=3, end=12)
+GPT4_TOOLS = ToolConstants(function=10, properties=3, property=3, enum=-3, enum_item=3, end=12)
+# the families the cookbook measured its constants on (against the API's usage)
+_TOOL_CONSTANTS = {
+    "gpt-4o": GPT4O_TOOLS,
+    "gpt-4o-mini": GPT4O_TOOLS,
+    "gpt-4": GPT4_TOOLS,
+    "gpt-3.5-turbo": GPT4_TOOLS,
+}
+_COVERED_SCHEMA_KEYS = frozenset({"type", "properties", "required", "additionalProperties"})
+_COVERED_PROPERTY_KEYS = frozenset({"type", "description", "enum"})
+
+
+def tool_constants(model: ModelInfo) -> tuple[ToolConstants, bool]:
+    """The constants for ``model`` and whether they are an estimate: the cookbook's for
+    gpt-4o, gpt-4o-mini, gpt-4 and gpt-3.5-turbo; for any other model those of the
+    family that shares its encoding (gpt-4's for ``cl100k_base``, gpt-4o's otherwise)."""
+    family = model_family(model.id)
+    if family in _TOOL_CONSTANTS:
+        return _TOOL_CONSTANTS[family], False
+    return (GPT4_TOOLS if model.encoding == CL100K else GPT4O_TOOLS), True
+
+
+def count_tools(tools: Sequence[dict[str, Any]] | None, model: ModelInfo) -> TokenCount:
+    """Prompt tokens of a request's tool definitions.
+
+    The accounting of OpenAI's cookbook, "How to count tokens with tiktoken", section
+    "Counting tokens for chat completions with tool calls" (``num_tokens_for_tools``),
+    rewritten: per function a constant plus ``name:description`` (a final period
+    stripped); if it has properties a constant, and per property a constant plus
+    ``name:type:description`` and, for an enum, a (negative) constant plus per item a
+    constant and the item; and one constant for the whole list. The cookbook measured its
+    constants on gpt-4o and gpt-4o-mini (func_init 7) and gpt-4 and gpt-3.5-turbo
+    (func_init 10), matching the API's count for its example (101 and 105 prompt
+    tokens). For other models it is an estimate (``tool_constants``), and so is every
+    part the formula does not cover, counted as its JSON text: schema keywords other
+    than ``type``, ``properties``, ``required`` and ``additionalProperties`` (``$defs``…),
+    a property's keywords other than ``type``, ``description`` and ``enum`` (nested
+    ``properties``, ``items``, ``anyOf``…), and custom tools (name, description and a
+    non-text ``format``).
+    """
+    if not tools:
+        return NOTHING
+    constants, estimated = tool_constants(model)
+    return TokenCount(constants.end, estimated) + _total(
+        _count_tool(tool, constants, model.encoding) for tool in tools
+    )
+
+
+def _count_tool(tool: dict[str, Any], k: ToolConstants, encoding: str) -> TokenCount:
+    kind = tool.get("type")
+    spec = tool.get(kind) if isinstance(kind, str) else None
+    if not isinstance(spec, dict):  # not a shape this module knows: its JSON text
+        return TokenCount(k.function + count_text(_json(tool), encoding), True)
+    description = _text(spec.get("description"))
+    description = description.removesuffix(".")
+    tokens = k.function + count_text(f"{_text(spec.get('name'))}:{description}", encoding)
+    if kind != "function":  # custom tools: how OpenAI renders them is not documented
+        fmt = spec.get("format")
+        if fmt is not None and fmt != {"type": "text"}:
+            tokens += count_text(_json(fmt), encoding)
+        return TokenCount(tokens, True)
+    parameters = spec.get("parameters")
+    if parameters is None:
+        return TokenCount(tokens)
+    if not isinstance(parameters, dict):
+        return TokenCount(tokens + count_text(_json(parameters), encoding), True)
+    estimated = False
+    uncovered = {key: v for key, v in parameters.items() if key not in _COVERED_SCHEMA_KEYS}
+    if uncovered:
+        tokens += count_text(_json(uncovered), encoding)
+        estimated = True
+    properties = parameters.get("properties")
+    if not isinstance(properties, dict) or not properties:
+        return TokenCount(tokens, estimated)
+    tokens += k.properties
+    for name, schema in properties.items():
+        tokens += k.property
+        if not isinstance(schema, dict):
+            tokens += count_text(f"{name}:{_json(schema)}", encoding)
+            estimated = True
+            continue
+        kind_of = schema.get("type", "")
+        if not isinstance(kind_of, str):  # ["string", "null"]…
+            kind_of = _json(kind_of)
+            estimated = True
+        enum = schema.get("enum")
+        if isinstance(enum, list):
+            tokens += k.enum
+            for item in enum:
+                tokens += k.enum_item
+                tokens += count_text(item if isinstance(item, str) else _json(item), encoding)
+        description = _text(schema.get("description")).removesuffix(".")
+        tokens += count_text(f"{name}:{kind_of}:{description}", encoding)
+        rest = {key: v for key, v in schema.items() if key not in _COVERED_PROPERTY_KEYS}
+        if rest:
+            tokens += count_text(_json(rest), encoding)
+            estimated = True
+    return TokenCount(tokens, estimated)
+
+
+# -- messages ---------------------------------------------------------------------------
+
+
+def _count_tool_calls(calls: list[Any], encoding: str) -> TokenCount:
+    """An assistant turn's calls: each one's name and arguments (a custom tool's name and
+    input). OpenAI does not document the tokens framing a call, so this is an estimate."""
+    tokens = 0
+    for call in calls:
+        if not isinstance(call, dict):
+            continue
+        kind = call.get("type", "function")
+        body = call.get(kind) if isinstance(kind, str) else None
+        if isinstance(body, dict):
+            tokens += _count_call_body(body, encoding)
+    return TokenCount(tokens, estimated=bool(calls))
+
+
+def _count_call_body(body: dict[str, Any], encoding: str) -> int:
+    return sum(
+        count_text(value, encoding)
+        for key in ("name", "arguments", "input")
+        if isinstance(value := body.get(key), str)
+    )
+
+
+def _count_parts(parts: list[Any], encoding: str, model: str) -> TokenCount:
+    """A list ``content``: its text and refusal parts' text, counted as one text (as a
+    string ``content`` would be)."""
+    text = []
+    for part in parts:
+        if isinstance(part, dict):
+            kind = part.get("type", "text")
+            text.append(_text(part.get(kind)) if kind in ("text", "refusal") else "")
+    return TokenCount(count_text("".join(text), encoding))
+
+
+def _count_message(message: dict[str, Any], encoding: str, model: str) -> TokenCount:
+    count = TokenCount(TOKENS_PER_MESSAGE)
     for key, value in message.items():
         if isinstance(value, str):
-            values.append((key, value))
+            count += TokenCount(count_text(value, encoding) + (TOKENS_PER_NAME * (key == "name")))
         elif key == "content" and isinstance(value, list):
-            text = "".join(part.get("text", "") for part in value if isinstance(part, dict))
-            values.append((key, text))
-    return values
+            count += _count_parts(value, encoding, model)
+        elif key == "tool_calls" and isinstance(value, list):
+            count += _count_tool_calls(value, encoding)
+        elif key == "function_call" and isinstance(value, dict):  # the older single call
+            count += TokenCount(_count_call_body(value, encoding), True)
+    return count
 
 
-def count_message(message: dict[str, Any], encoding: str) -> int:
-    tokens = TOKENS_PER_MESSAGE
-    for key, value in _message_text_values(message):
-        tokens += count_text(value, encoding)
-        if key == "name":
-            tokens += TOKENS_PER_NAME
-    return tokens
+def count_message(message: dict[str, Any], encoding: str, *, model: str | None = None) -> int:
+    """Tokens of one message (``model`` chooses the image accounting; see
+    ``message_tokens`` for whether the count is an estimate)."""
+    return _count_message(message, encoding, model or "").tokens
 
 
-def count_messages(messages: Sequence[dict[str, Any]], encoding: str) -> int:
-    """Prompt tokens of a chat request, as OpenAI bills them."""
-    return REPLY_PRIMING + sum(count_message(m, encoding) for m in messages)
+def message_tokens(message: dict[str, Any], model: ModelInfo) -> TokenCount:
+    """Tokens of one message for ``model``, and whether any of them is an estimate."""
+    return _count_message(message, model.encoding, model.id)
+
+
+def count_messages(
+    messages: Sequence[dict[str, Any]],
+    encoding: str,
+    *,
+    model: str | None = None,
+    tools: Sequence[dict[str, Any]] | None = None,
+) -> int:
+    """Prompt tokens of a chat request, as OpenAI bills them (``count_prompt`` says
+    whether that is an estimate)."""
+    info = ModelInfo(model or "", 0, encoding)
+    return count_prompt(messages, info, tools).tokens
+
+
+def count_prompt(
+    messages: Sequence[dict[str, Any]],
+    model: ModelInfo,
+    tools: Sequence[dict[str, Any]] | None = None,
+) -> TokenCount:
+    """Prompt tokens of a chat request for ``model``: its messages, its tool definitions
+    and the reply's priming; ``estimated`` when any part of it is an estimate."""
+    priming = TokenCount(REPLY_PRIMING)
+    return priming + count_tools(tools, model) + _total(message_tokens(m, model) for m in messages)
 
 
 @dataclass(frozen=True)
 class FittedPrompt:
+    """The messages that fit, their prompt tokens (tool definitions and the reply's
+    priming included), how many messages were dropped, and ``estimated``: whether any of
+    the count is an estimate (an image whose size is unknown, a tool call's framing…), so
+    that the API can mark the usage it reports as estimated."""
+
     messages: list[dict[str, Any]]
     prompt_tokens: int
     dropped: int
+    estimated: bool = False
 
 
 def fit_to_context(
@@ -126,12 +366,16 @@ def fit_to_context(
     model: ModelInfo,
     max_tokens: int | None,
     reply_reserve: int,
+    *,
+    tools: Sequence[dict[str, Any]] | None = None,
 ) -> FittedPrompt:
     """Drop the oldest other messages until prompt + reply fit the context window.
 
-    System and developer messages and the last message are always kept. An assistant turn
-    and the tool results that answer it go together or stay together (an orphaned tool
-    message, or a tool call without its result, is invalid upstream).
+    The tool definitions (``tools``, the request's top-level list) count in the prompt
+    and are never dropped. System and developer messages and the last message are always
+    kept. An assistant turn and the tool results that answer it go together or stay
+    together (an orphaned tool message, or a tool call without its result, is invalid
+    upstream).
     Raises ``ContextLengthExceeded`` when even the shortest conversation does not fit.
     """
     reply = max_tokens if max_tokens else min(reply_reserve, model.context_window // 4)
@@ -142,9 +386,17 @@ def fit_to_context(
             f"context window of {model.context_window} tokens",
             param="max_tokens",
         )
-    counts = [count_message(m, model.encoding) for m in messages]
+    fixed = TokenCount(REPLY_PRIMING) + count_tools(tools, model)
+    if fixed.tokens > budget:
+        raise ContextLengthExceeded(
+            f"the tool definitions need {fixed.tokens - REPLY_PRIMING} tokens but {model.id} "
+            f"allows {budget} for the prompt (context window {model.context_window} minus "
+            f"{reply} for the reply)",
+            param="tools",
+        )
+    counts = [message_tokens(m, model) for m in messages]
     keep = [True] * len(messages)
-    total = REPLY_PRIMING + sum(counts)
+    total = fixed.tokens + sum(c.tokens for c in counts)
     last = len(messages) - 1
     i = 0
     while total > budget and i < last:
@@ -157,17 +409,21 @@ def fit_to_context(
         if droppable and end - 1 < last:  # (results that reach the last message stay)
             for j in range(i, end):
                 keep[j] = False
-                total -= counts[j]
+                total -= counts[j].tokens
         i = end
     if total > budget:
+        tools_part = (
+            f", {fixed.tokens - REPLY_PRIMING} of them the tool definitions" if tools else ""
+        )
         raise ContextLengthExceeded(
-            f"the prompt needs {total} tokens but {model.id} allows {budget} "
+            f"the prompt needs {total} tokens{tools_part} but {model.id} allows {budget} "
             f"(context window {model.context_window} minus {reply} for the reply), "
             "even after dropping all earlier messages",
             param="messages",
         )
     kept = [m for m, k in zip(messages, keep, strict=True) if k]
-    return FittedPrompt(kept, total, len(messages) - len(kept))
+    estimated = fixed.estimated or any(c.estimated for c, k in zip(counts, keep, strict=True) if k)
+    return FittedPrompt(kept, total, len(messages) - len(kept), estimated)
 
 
 def estimate_usage(
