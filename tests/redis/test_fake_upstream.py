@@ -21,8 +21,11 @@ import requests
 
 from devtools.fake_upstream import (
     FakeUpstream,
+    expected_logprobs,
     expected_reasoning,
+    expected_refusal,
     expected_reply,
+    expected_tool_calls,
     prompt_tokens,
     split_pieces,
 )
@@ -551,3 +554,341 @@ def test_a_close_delimited_stream_has_no_framing_and_ends_with_the_connection(
     assert b"transfer-encoding" not in head.lower() and b"content-length" not in head.lower()
     assert b"connection: close" in head.lower()
     assert content_of(payloads(payload)) == expected_reply(json.loads(body))
+
+
+# -- tool calls, structured output, refusals, logprobs, echo ---------------------------------
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string"},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            },
+            "required": ["city", "unit"],
+            "additionalProperties": False,
+        },
+    },
+}
+TIME = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "parameters": {"type": "object", "properties": {"zone": {"type": "string"}}},
+    },
+}
+CALL_ID = re.compile(r"call_[A-Za-z0-9]{24}")
+
+
+def choice_chunks(chunks: list[Any], index: int = 0) -> list[dict]:
+    """The choice objects of one index, in stream order (usage-only chunks skipped)."""
+    return [
+        choice
+        for chunk in chunks
+        if isinstance(chunk, dict)
+        for choice in chunk.get("choices", [])
+        if choice["index"] == index
+    ]
+
+
+def assemble_tool_calls(chunks: list[Any], index: int = 0) -> list[dict]:
+    """Tool calls as a client assembles them: a fragment with an id opens call `index`,
+    the others append to its arguments (or custom input)."""
+    calls: dict[int, dict] = {}
+    for choice in choice_chunks(chunks, index):
+        for fragment in choice["delta"].get("tool_calls") or ():
+            if "id" in fragment:
+                kind = fragment["type"]
+                assert fragment["index"] not in calls
+                calls[fragment["index"]] = {
+                    "id": fragment["id"],
+                    "type": kind,
+                    kind: dict(fragment[kind]),
+                }
+            else:
+                call = calls[fragment["index"]]
+                kind = call["type"]
+                for key, piece in fragment[kind].items():
+                    call[kind][key] += piece
+    return [calls[i] for i in sorted(calls)]
+
+
+def without_ids(calls: list[dict]) -> list[dict]:
+    return [{k: v for k, v in call.items() if k != "id"} for call in calls]
+
+
+def test_tool_call_stream_shape(upstream: FakeUpstream) -> None:
+    body, response = chat(upstream, tools=[WEATHER], stream_options={"include_usage": True})
+    chunks = payloads(raw_body(response))
+    assert chunks[-1] == "[DONE]"
+    choices = choice_chunks(chunks)
+    first, *fragments, finish = choices
+    [header] = first["delta"]["tool_calls"]
+    assert first["delta"] == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "index": 0,
+                "id": header["id"],
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": ""},
+            }
+        ],
+        "refusal": None,
+    }
+    assert CALL_ID.fullmatch(header["id"])
+    assert first["logprobs"] is None and first["finish_reason"] is None
+    for choice in fragments:
+        [fragment] = choice["delta"]["tool_calls"]
+        assert choice["delta"].keys() == {"tool_calls"} and choice["finish_reason"] is None
+        assert fragment.keys() == {"index", "function"} and fragment["index"] == 0
+        assert fragment["function"].keys() == {"arguments"}
+        assert 0 < len(fragment["function"]["arguments"]) <= 4
+    assert fragments[0]["delta"]["tool_calls"][0]["function"]["arguments"] == '{"ci'
+    assert finish["delta"] == {} and finish["finish_reason"] == "tool_calls"
+    calls = assemble_tool_calls(chunks)
+    assert without_ids(calls) == without_ids(expected_tool_calls(body))
+    assert json.loads(calls[0]["function"]["arguments"]) == {"city": "Paris", "unit": "celsius"}
+    usage = chunks[-2]
+    assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == len(fragments)
+    assert content_of(chunks) == ""
+    assert upstream.wait_for_no_open_streams(5)
+    assert upstream.requests[-1].tool_calls_sent == {0: calls}
+    assert upstream.requests[-1].pieces_sent == len(fragments)
+
+
+def test_parallel_calls_cycle_through_the_tools(upstream: FakeUpstream) -> None:
+    body, response = chat(upstream, "openai;calls=3", tools=[WEATHER, TIME])
+    chunks = payloads(raw_body(response))
+    calls = assemble_tool_calls(chunks)
+    assert [c["function"]["name"] for c in calls] == ["get_weather", "get_time", "get_weather"]
+    assert len({c["id"] for c in calls}) == 3
+    assert without_ids(calls) == without_ids(expected_tool_calls(body))
+    headers = [
+        fragment
+        for choice in choice_chunks(chunks)
+        for fragment in choice["delta"].get("tool_calls") or ()
+        if "id" in fragment
+    ]
+    assert [h["index"] for h in headers] == [0, 1, 2]
+    later = [c for c in choice_chunks(chunks)[1:] if "role" in c["delta"]]
+    assert later == []  # role, content and refusal only on the first chunk
+
+    body, response = chat(upstream, "openai;calls=3", tools=[WEATHER, TIME], stream=False)
+    message = response.json()["choices"][0]["message"]
+    assert response.json()["choices"][0]["finish_reason"] == "tool_calls"
+    assert message["content"] is None and message["refusal"] is None
+    assert without_ids(message["tool_calls"]) == without_ids(expected_tool_calls(body))
+    assert all(CALL_ID.fullmatch(c["id"]) for c in message["tool_calls"])
+
+
+def test_named_tool_choice_and_no_parallel_calls(upstream: FakeUpstream) -> None:
+    named = {"type": "function", "function": {"name": "get_time"}}
+    body, response = chat(upstream, "openai;calls=2", tools=[WEATHER, TIME], tool_choice=named)
+    calls = assemble_tool_calls(payloads(raw_body(response)))
+    assert without_ids(calls) == [
+        {"type": "function", "function": {"name": "get_time", "arguments": '{"zone":"zone-value"}'}}
+    ]
+    body, response = chat(
+        upstream, "openai;calls=2", tools=[WEATHER, TIME], parallel_tool_calls=False
+    )
+    calls = assemble_tool_calls(payloads(raw_body(response)))
+    assert [c["function"]["name"] for c in calls] == ["get_weather"]
+    body, response = chat(upstream, "openai;calls=2", tools=[WEATHER], tool_choice="none")
+    chunks = payloads(raw_body(response))
+    assert assemble_tool_calls(chunks) == [] and content_of(chunks) == expected_reply(body)
+    assert finish_reasons(chunks)[-1] == "stop"
+
+
+def test_custom_tool_streams_its_input(upstream: FakeUpstream) -> None:
+    shell = {"type": "custom", "custom": {"name": "shell", "description": "runs a command"}}
+    body, response = chat(upstream, tools=[shell])
+    chunks = payloads(raw_body(response))
+    fragments = [
+        f
+        for c in choice_chunks(chunks)
+        for f in c["delta"].get("tool_calls") or ()
+        if "id" not in f
+    ]
+    assert fragments and all(f.keys() == {"index", "custom"} for f in fragments)
+    assert all(f["custom"].keys() == {"input"} for f in fragments)
+    calls = assemble_tool_calls(chunks)
+    assert calls[0]["custom"] == {
+        "name": "shell",
+        "input": "Input for shell from the Sluice demo upstream.",
+    }
+    assert without_ids(calls) == without_ids(expected_tool_calls(body))
+    body, response = chat(upstream, tools=[shell], stream=False)
+    assert without_ids(response.json()["choices"][0]["message"]["tool_calls"]) == without_ids(
+        expected_tool_calls(body)
+    )
+
+
+def test_tool_result_round_trip(upstream: FakeUpstream) -> None:
+    _, response = chat(upstream, "tools")  # no tools in the request: the built-in one
+    [call] = assemble_tool_calls(payloads(raw_body(response)))
+    assert call["function"] == {"name": "get_weather", "arguments": '{"city":"Paris"}'}
+    messages = [
+        *HELLO,
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "18°C, sunny"},
+    ]
+    body, response = chat(upstream, "tools", messages=messages, tools=[WEATHER])
+    chunks = payloads(raw_body(response))
+    assert assemble_tool_calls(chunks) == []
+    assert content_of(chunks) == expected_reply(body)
+    assert "The tool said: «18°C, sunny»." in content_of(chunks)
+    assert finish_reasons(chunks)[-1] == "stop"
+
+
+def test_truncated_cuts_mid_arguments(upstream: FakeUpstream) -> None:
+    _, response = chat(upstream, "truncated;fail_after=2", tools=[WEATHER])
+    received = b""
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        for piece in response.iter_content(chunk_size=None):
+            received += piece
+    [call] = assemble_tool_calls(payloads(received))
+    assert call["function"]["arguments"] == '{"city":'
+
+
+def test_max_tokens_cuts_tool_arguments(upstream: FakeUpstream) -> None:
+    body, response = chat(upstream, tools=[WEATHER], max_tokens=2)
+    chunks = payloads(raw_body(response))
+    assert finish_reasons(chunks)[-1] == "length"
+    assert without_ids(assemble_tool_calls(chunks)) == without_ids(expected_tool_calls(body))
+    assert expected_tool_calls(body)[0]["function"]["arguments"] == '{"city":'
+
+
+def test_structured_output_matches_its_schema(upstream: FakeUpstream) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "title": {"type": "string"},
+            "rating": {"type": "integer", "minimum": 1, "maximum": 5},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "author": {
+                "type": "object",
+                "properties": {"name": {"type": "string"}, "alive": {"type": "boolean"}},
+                "required": ["name", "alive"],
+                "additionalProperties": False,
+            },
+        },
+        "required": ["title", "rating", "tags", "author"],
+        "additionalProperties": False,
+    }
+    fmt = {"type": "json_schema", "json_schema": {"name": "book", "schema": schema, "strict": True}}
+    body, response = chat(upstream, response_format=fmt)
+    chunks = payloads(raw_body(response))
+    pieces = [c["delta"]["content"] for c in choice_chunks(chunks) if c["delta"].get("content")]
+    assert len(pieces) > 1 and all(len(p) <= 4 for p in pieces)
+    document = json.loads(content_of(chunks))
+    assert content_of(chunks) == expected_reply(body)
+
+    def check(value: Any, node: dict) -> None:  # the schema's keywords used above, by hand
+        kinds = {"object": dict, "array": list, "string": str, "boolean": bool, "integer": int}
+        assert isinstance(value, kinds[node["type"]])
+        if node["type"] == "object":
+            assert set(node["required"]) <= set(value) <= set(node["properties"])
+            for key, sub in value.items():
+                check(sub, node["properties"][key])
+        if node["type"] == "integer":
+            assert node["minimum"] <= value <= node["maximum"]
+
+    check(document, schema)
+
+    body, response = chat(upstream, response_format={"type": "json_object"}, stream=False)
+    content = response.json()["choices"][0]["message"]["content"]
+    assert content == expected_reply(body)
+    assert json.loads(content) == {"answer": expected_reply({"model": "openai", "messages": HELLO})}
+
+
+def test_refusal_stream_and_message(upstream: FakeUpstream) -> None:
+    _, response = chat(upstream, "refusal", stream_options={"include_usage": True})
+    chunks = payloads(raw_body(response))
+    first, *pieces, finish = choice_chunks(chunks)
+    assert first["delta"] == {"role": "assistant", "content": None, "refusal": ""}
+    assert all(p["delta"].keys() == {"refusal"} for p in pieces)
+    assert "".join(p["delta"]["refusal"] for p in pieces) == expected_refusal()
+    assert expected_refusal() == "I'm sorry, I can't help with that request."
+    assert finish["delta"] == {} and finish["finish_reason"] == "stop"
+    assert chunks[-2]["usage"]["completion_tokens"] == len(pieces)
+    assert content_of(chunks) == ""
+    assert upstream.wait_for_no_open_streams(5)
+    assert upstream.requests[-1].refusal_sent == {0: expected_refusal()}
+
+    _, response = chat(upstream, "refusal", stream=False)
+    choice = response.json()["choices"][0]
+    assert choice["message"] == {
+        "role": "assistant",
+        "content": None,
+        "refusal": expected_refusal(),
+    }
+    assert choice["finish_reason"] == "stop"
+
+
+def test_logprobs_on_every_content_chunk(upstream: FakeUpstream) -> None:
+    body, response = chat(upstream, "openai;words=3", logprobs=True, top_logprobs=2)
+    chunks = payloads(raw_body(response))
+    role, *pieces, finish = choice_chunks(chunks)
+    assert role["logprobs"] is None and finish["logprobs"] is None
+    entries = []
+    for piece in pieces:
+        assert piece["logprobs"]["refusal"] is None
+        [entry] = piece["logprobs"]["content"]
+        assert entry["token"] == piece["delta"]["content"]
+        assert entry["bytes"] == list(entry["token"].encode()) and entry["logprob"] < 0
+        assert entry["top_logprobs"][0] == {k: entry[k] for k in ("token", "logprob", "bytes")}
+        assert len(entry["top_logprobs"]) == 2
+        assert all(t.keys() == {"token", "logprob", "bytes"} for t in entry["top_logprobs"])
+        entries.append(entry)
+    assert entries == expected_logprobs(body)
+
+    body, response = chat(upstream, "openai;words=3", logprobs=True, stream=False)
+    logprobs = response.json()["choices"][0]["logprobs"]
+    assert logprobs == {"content": expected_logprobs(body), "refusal": None}
+    assert all(e["top_logprobs"] == [] for e in logprobs["content"])
+    assert "".join(e["token"] for e in logprobs["content"]) == expected_reply(body)
+
+    _, response = chat(upstream, "refusal", logprobs=True)
+    for piece in choice_chunks(payloads(raw_body(response)))[1:-1]:
+        assert piece["logprobs"]["content"] is None
+        assert piece["logprobs"]["refusal"][0]["token"] == piece["delta"]["refusal"]
+
+    _, response = chat(upstream, "openai;words=3")  # not asked: null everywhere
+    assert all(c["logprobs"] is None for c in choice_chunks(payloads(raw_body(response))))
+
+
+@pytest.mark.parametrize("top", [21, -1])
+def test_top_logprobs_out_of_range_is_a_400(upstream: FakeUpstream, top: int) -> None:
+    _, response = chat(upstream, logprobs=True, top_logprobs=top)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["code"] is None
+    assert error["param"] == "top_logprobs" and "top_logprobs" in error["message"]
+    _, response = chat(upstream, logprobs=True, top_logprobs=20)
+    assert response.status_code == 200
+
+
+def test_echo_shows_the_fields_that_arrived(upstream: FakeUpstream) -> None:
+    extra = {"temperature": 0.25, "seed": 7, "metadata": {"k": "v"}, "tools": [WEATHER]}
+    body, response = chat(upstream, "echo", **extra)
+    text = content_of(payloads(raw_body(response)))
+    assert text == expected_reply(body)
+    assert json.loads(text) == {k: v for k, v in body.items() if k != "messages"}
+    assert text == json.dumps({k: v for k, v in body.items() if k != "messages"}, sort_keys=True)
+    assert upstream.requests[-1].body == body  # the in-process record still works
+
+
+def test_image_parts_reach_the_reply(upstream: FakeUpstream) -> None:
+    parts = [
+        {"type": "text", "text": "What is in this picture?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO", "detail": "low"}},
+    ]
+    body, response = chat(upstream, messages=[{"role": "user", "content": parts}])
+    text = content_of(payloads(raw_body(response)))
+    assert text == expected_reply(body)
+    assert "«What is in this picture?» [1 image]." in text
