@@ -77,13 +77,78 @@ def parse_message(message: str) -> Iterator[tuple[int, str]]:
 
 
 @dataclass
+class ToolCallState:
+    """One tool call of a choice, rebuilt from its ``tool_call`` fragments."""
+
+    id: str = ""
+    type: str = ""
+    name: str = ""
+    arguments: str = ""
+
+    def apply(self, fragment: dict[str, Any]) -> None:
+        # the first non-empty id, type and name win (Mistral repeats them on every fragment)
+        self.id = self.id or str(fragment.get("id") or "")
+        self.type = self.type or str(fragment.get("type") or "")
+        self.name = self.name or str(fragment.get("name") or "")
+        self.arguments += str(fragment.get("arguments") or "")
+
+    def to_dict(self) -> dict[str, Any]:
+        """OpenAI's message shape: ``function: {name, arguments}`` (``custom: {name,
+        input}`` for a custom tool)."""
+        if self.type == "custom":
+            body = {"name": self.name, "input": self.arguments}
+            return {"id": self.id, "type": "custom", "custom": body}
+        body = {"name": self.name, "arguments": self.arguments}
+        return {"id": self.id, "type": self.type or "function", "function": body}
+
+
+@dataclass
 class ChoiceState:
+    """One choice, rebuilt from its ``delta`` fragments (docs/events.md)."""
+
     index: int
     content: str = ""
     reasoning: str = ""
+    refusal: str = ""
+    tool_calls: dict[int, ToolCallState] = field(default_factory=dict)
+    # logprobs of the content and of the refusal fragments; None until one carries them
+    content_logprobs: list[Any] | None = None
+    refusal_logprobs: list[Any] | None = None
     finish_reason: str | None = None
 
+    def apply(self, data: dict[str, Any]) -> None:
+        logprobs = data.get("logprobs")
+        if "content" in data:
+            self.content += data["content"]
+            if isinstance(logprobs, list):
+                self.content_logprobs = (self.content_logprobs or []) + logprobs
+        elif "refusal" in data:
+            self.refusal += data["refusal"]
+            if isinstance(logprobs, list):
+                self.refusal_logprobs = (self.refusal_logprobs or []) + logprobs
+        elif "reasoning" in data:
+            self.reasoning += data["reasoning"]
+        elif isinstance(data.get("tool_call"), dict):
+            fragment = data["tool_call"]
+            call_index = fragment.get("index", 0)
+            self.tool_calls.setdefault(call_index, ToolCallState()).apply(fragment)
+
+    def tool_call_list(self) -> list[dict[str, Any]]:
+        return [self.tool_calls[i].to_dict() for i in sorted(self.tool_calls)]
+
+    def logprobs(self) -> dict[str, Any] | None:
+        """OpenAI's ``choice.logprobs`` object, or None when no fragment carried any."""
+        if self.content_logprobs is None and self.refusal_logprobs is None:
+            return None
+        return {"content": self.content_logprobs, "refusal": self.refusal_logprobs}
+
+    def texts(self) -> list[str]:
+        """Everything the model wrote for this choice (what completion tokens count)."""
+        calls = [part for c in self.tool_calls.values() for part in (c.name, c.arguments)]
+        return [t for t in (self.reasoning, self.content, self.refusal, *calls) if t]
+
     def to_dict(self) -> dict[str, Any]:
+        """The poll view: fields beyond content and finish_reason only when present."""
         out: dict[str, Any] = {
             "index": self.index,
             "content": self.content,
@@ -91,6 +156,13 @@ class ChoiceState:
         }
         if self.reasoning:
             out["reasoning"] = self.reasoning
+        if self.refusal:
+            out["refusal"] = self.refusal
+        if self.tool_calls:
+            out["tool_calls"] = self.tool_call_list()
+        logprobs = self.logprobs()
+        if logprobs is not None:
+            out["logprobs"] = logprobs
         return out
 
 
@@ -108,9 +180,7 @@ class Transcript:
         self.last_event_id = event_id
         data = event.data
         if event.type == DELTA:
-            choice = self.choices.setdefault(data["index"], ChoiceState(data["index"]))
-            choice.content += data.get("content", "")
-            choice.reasoning += data.get("reasoning", "")
+            self.choices.setdefault(data["index"], ChoiceState(data["index"])).apply(data)
         elif event.type == RESET:
             self.choices.clear()
         elif event.type == DONE:
@@ -126,6 +196,10 @@ class Transcript:
 
     def texts(self) -> list[str]:
         return [self.choices[i].content for i in sorted(self.choices)]
+
+    def completion_texts(self) -> list[str]:
+        """Every text the model wrote, in every choice (to count completion tokens)."""
+        return [t for i in sorted(self.choices) for t in self.choices[i].texts()]
 
     def choice_list(self) -> list[dict[str, Any]]:
         return [self.choices[i].to_dict() for i in sorted(self.choices)]

@@ -229,6 +229,10 @@ def map_read_error(exc: requests.RequestException) -> UpstreamError:
 
 
 class ChunkReader:
+    """The delta events of one job's upstream chunks (``docs/events.md``): one event per
+    fragment (reasoning, content, refusal, each tool-call fragment), with the fragment's
+    logprobs; and what the job's ``done`` needs (finish reasons, usage, the texts)."""
+
     def __init__(self, n: int = 1) -> None:
         self.n = n
         self.finish_reasons: dict[int, str] = {}
@@ -272,20 +276,44 @@ class ChunkReader:
                 continue
             index = choice.get("index", 0)
             index = index if isinstance(index, int) and index >= 0 else 0
-            delta = choice.get("delta") or {}
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if isinstance(reasoning, str) and reasoning:
-                events.append(Event(DELTA, {"index": index, "reasoning": reasoning}))
-                self.contents.setdefault(index, []).append(reasoning)
-            content = delta.get("content")
-            if isinstance(content, str) and content:
-                events.append(Event(DELTA, {"index": index, "content": content}))
-                self.contents.setdefault(index, []).append(content)
+            fragments = self._fragments(choice)
+            events.extend(Event(DELTA, {"index": index, **f}) for f in fragments)
+            texts = self.contents.setdefault(index, [])
+            for fragment in fragments:
+                texts.extend(_fragment_texts(fragment))
             reason = choice.get("finish_reason")
             if isinstance(reason, str) and reason:
                 self.finish_reasons[index] = reason
         self.deltas += len(events)
         return events
+
+    @staticmethod
+    def _fragments(choice: dict[str, Any]) -> list[dict[str, Any]]:
+        """One choice's delta as Sluice fragments, in the order the model wrote them."""
+        delta = choice.get("delta")
+        delta = delta if isinstance(delta, dict) else {}
+        logprobs = choice.get("logprobs")
+        logprobs = logprobs if isinstance(logprobs, dict) else {}
+        out: list[dict[str, Any]] = []
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if isinstance(reasoning, str) and reasoning:
+            out.append({"reasoning": reasoning})
+        for field in ("content", "refusal"):
+            text = delta.get(field)
+            text = text if isinstance(text, str) else ""
+            tokens = logprobs.get(field)
+            if text or (isinstance(tokens, list) and tokens):
+                # a token may carry logprobs with an empty text: kept, so none is lost
+                fragment: dict[str, Any] = {field: text}
+                if isinstance(tokens, list) and tokens:
+                    fragment["logprobs"] = tokens
+                out.append(fragment)
+        calls = delta.get("tool_calls")
+        for position, call in enumerate(calls if isinstance(calls, list) else ()):
+            call_fragment = _tool_call_fragment(call, position)
+            if call_fragment is not None:
+                out.append({"tool_call": call_fragment})
+        return out
 
     @property
     def finished(self) -> bool:
@@ -297,3 +325,44 @@ class ChunkReader:
 
     def completion_texts(self) -> list[str]:
         return ["".join(parts) for _, parts in sorted(self.contents.items())]
+
+
+def _tool_call_fragment(call: Any, position: int) -> dict[str, Any] | None:
+    """A tool-call delta as a ``tool_call`` fragment, or None when it carries nothing.
+
+    OpenAI sends ``{"index", "id", "type", "function": {"name", "arguments"}}`` first and
+    ``{"index", "function": {"arguments"}}`` after; a custom tool's ``custom: {name,
+    input}`` carries its input as the fragment's ``arguments``. Servers that omit the
+    index (one call per chunk position) get the call's position in the chunk."""
+    if not isinstance(call, dict):
+        return None
+    index = call.get("index")
+    if not (isinstance(index, int) and index >= 0):
+        index = position
+    fragment: dict[str, Any] = {"index": index}
+    kind = call.get("type")
+    body = call.get("custom") if kind == "custom" or "custom" in call else call.get("function")
+    body = body if isinstance(body, dict) else {}
+    if isinstance(call.get("id"), str) and call["id"]:
+        fragment["id"] = call["id"]
+    if isinstance(kind, str) and kind:
+        fragment["type"] = kind
+    elif "custom" in call:
+        fragment["type"] = "custom"
+    if isinstance(body.get("name"), str) and body["name"]:
+        fragment["name"] = body["name"]
+    text = body.get("input") if fragment.get("type") == "custom" else body.get("arguments")
+    if isinstance(text, dict):  # a few servers send the arguments as an object
+        text = json.dumps(text, ensure_ascii=False, separators=(",", ":"))
+    fragment["arguments"] = text if isinstance(text, str) else ""
+    if len(fragment) == 2 and not fragment["arguments"]:
+        return None  # neither id, type, name nor text: nothing to keep
+    return fragment
+
+
+def _fragment_texts(fragment: dict[str, Any]) -> list[str]:
+    """What a fragment adds to the texts the completion tokens are counted from."""
+    call = fragment.get("tool_call")
+    if isinstance(call, dict):
+        return [call.get("name", ""), call["arguments"]]
+    return [v for k, v in fragment.items() if k in ("content", "reasoning", "refusal")]

@@ -46,7 +46,7 @@ def links(job: Job) -> dict[str, str]:
 @bp.post("/v1/jobs")
 def create_job() -> Response:
     svc = services()
-    params = JobRequest.model_validate(request.json_object())
+    params = request.chat_parameters(JobRequest, svc.settings.vendor_parameters)
     if params.stream:
         return _create_and_stream(svc, params)
     job = submit(svc, params).job
@@ -139,7 +139,7 @@ def cancel_job(job_id: str) -> Response:
     svc = services()
     job = job_or_404(job_id)
     if not job.ended:
-        texts = svc.store.transcript(job.id).texts()
+        texts = svc.store.transcript(job.id).completion_texts()
         window = svc.settings.default_context_window
         usage = estimate_usage(job.prompt_tokens, texts, job.model, window)
         job = svc.store.cancel(job.id, usage)

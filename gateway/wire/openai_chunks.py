@@ -51,6 +51,8 @@ class OpenAIChunks:
         self.include_usage = include_usage
         self.role_sent: set[int] = set()
         self.text_sent = False
+        # (choice, tool-call index) -> the call's type, from its first fragment
+        self.call_types: dict[tuple[int, int], str] = {}
 
     @staticmethod
     def event_id(cursor: str) -> int | None:
@@ -74,13 +76,8 @@ class OpenAIChunks:
     def render(self, event: Event) -> bytes:
         data = event.data
         if event.type == DELTA:
-            delta: dict[str, Any] = {}
-            if data.get("content"):
-                delta["content"] = data["content"]
-                self.text_sent = True
-            if data.get("reasoning"):
-                delta["reasoning_content"] = data["reasoning"]
-            return self._chunk([self._choice(data["index"], delta)])
+            delta, logprobs = self._delta(data)
+            return self._chunk([self._choice(data["index"], delta, logprobs=logprobs)])
         if event.type == DONE:
             out = b"".join(
                 self._chunk([self._choice(index, {}, reason or "stop")])
@@ -92,9 +89,46 @@ class OpenAIChunks:
         error = terminal_error(event)
         if error is not None:
             return self.error(error)
-        if event.type == RESET and self.text_sent:
-            return self.error(StreamReset().to_dict())
+        if event.type == RESET:
+            if self.text_sent:
+                return self.error(StreamReset().to_dict())
+            self.call_types.clear()
         return b""
+
+    def _delta(self, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """A fragment (docs/events.md) as OpenAI's ``delta`` and the choice's logprobs."""
+        if "reasoning" in data:
+            return {"reasoning_content": data["reasoning"]}, None
+        self.text_sent = True  # what follows cannot be taken back in this format
+        if isinstance(data.get("tool_call"), dict):
+            return {"tool_calls": [self._tool_call(data["index"], data["tool_call"])]}, None
+        field = "refusal" if "refusal" in data else "content"
+        tokens = data.get("logprobs")
+        logprobs = None
+        if isinstance(tokens, list):
+            logprobs = {"content": None, "refusal": None, field: tokens}
+        return {field: data.get(field, "")}, logprobs
+
+    def _tool_call(self, choice: int, fragment: dict[str, Any]) -> dict[str, Any]:
+        """OpenAI's tool-call delta: index, id, type and name on the call's first chunk
+        (type defaults to ``function``: the AI SDK refuses a first chunk without it),
+        then the argument fragments."""
+        key = (choice, fragment.get("index", 0))
+        call: dict[str, Any] = {"index": key[1]}
+        first = key not in self.call_types
+        if first:
+            self.call_types[key] = str(fragment.get("type") or "function")
+        kind = self.call_types[key]
+        if "id" in fragment:
+            call["id"] = fragment["id"]
+        if first or "type" in fragment:
+            call["type"] = kind
+        body: dict[str, Any] = {}
+        if "name" in fragment:
+            body["name"] = fragment["name"]
+        body["input" if kind == "custom" else "arguments"] = fragment.get("arguments", "")
+        call["custom" if kind == "custom" else "function"] = body
+        return call
 
     def error(self, error: dict[str, Any]) -> bytes:
         return self._frame(error_body(error)) + DONE_FRAME
@@ -116,31 +150,41 @@ class OpenAIChunks:
         return self._frame(chunk)
 
     def _choice(
-        self, index: int, delta: dict[str, Any], finish: str | None = None
+        self,
+        index: int,
+        delta: dict[str, Any],
+        finish: str | None = None,
+        logprobs: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         if index not in self.role_sent:
             delta = {"role": "assistant", **delta}
             self.role_sent.add(index)
-        return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
 
 
 def completion(job: Job, transcript: Transcript) -> dict[str, Any]:
-    """The non-streamed answer: one ``chat.completion`` object."""
+    """The non-streamed answer: one ``chat.completion`` object, as OpenAI answers:
+    ``content`` is null for a turn that only calls tools or refuses."""
     choices = []
-    for choice in transcript.choice_list():
+    for index in sorted(transcript.choices):
+        choice = transcript.choices[index]
+        calls = choice.tool_call_list()
+        only_calls_or_refusal = not choice.content and bool(calls or choice.refusal)
         message: dict[str, Any] = {
             "role": "assistant",
-            "content": choice["content"],
-            "refusal": None,
+            "content": None if only_calls_or_refusal else choice.content,
+            "refusal": choice.refusal or None,
         }
-        if choice.get("reasoning"):
-            message["reasoning_content"] = choice["reasoning"]
+        if calls:
+            message["tool_calls"] = calls
+        if choice.reasoning:
+            message["reasoning_content"] = choice.reasoning
         choices.append(
             {
-                "index": choice["index"],
+                "index": index,
                 "message": message,
-                "logprobs": None,
-                "finish_reason": choice["finish_reason"] or "stop",
+                "logprobs": choice.logprobs(),
+                "finish_reason": choice.finish_reason or "stop",
             }
         )
     return {

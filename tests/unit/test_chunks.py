@@ -81,3 +81,93 @@ def test_a_chunk_that_is_not_json_or_an_error_event_fails_the_read() -> None:
     with pytest.raises(UpstreamError) as info:
         ChunkReader().read([error])
     assert info.value.message == "overloaded"
+
+
+# --- tool calls, refusals, logprobs (docs/events.md)
+
+
+def tool_chunk(*calls: dict, index: int = 0, **delta: object) -> dict:
+    return {"choices": [{"index": index, "delta": {**delta, "tool_calls": list(calls)},
+                         "logprobs": None, "finish_reason": None}]}  # fmt: skip
+
+
+def deltas(reader: ChunkReader, *chunks: dict) -> list[dict]:
+    return [e.data for chunk in chunks for e in reader.consume(chunk)]
+
+
+def test_openai_tool_call_deltas_become_one_fragment_each() -> None:
+    reader = ChunkReader()
+    first = {"index": 0, "id": "call_a", "type": "function",
+             "function": {"name": "get_weather", "arguments": ""}}  # fmt: skip
+    got = deltas(
+        reader,
+        tool_chunk(first, role="assistant", content=None, refusal=None),
+        tool_chunk({"index": 0, "function": {"arguments": '{"ci'}}),
+        tool_chunk({"index": 0, "function": {"arguments": 'ty":"Paris"}'}}),
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+    )
+    assert got == [
+        {"index": 0, "tool_call": {"index": 0, "id": "call_a", "type": "function",
+                                   "name": "get_weather", "arguments": ""}},
+        {"index": 0, "tool_call": {"index": 0, "arguments": '{"ci'}},
+        {"index": 0, "tool_call": {"index": 0, "arguments": 'ty":"Paris"}'}},
+    ]  # fmt: skip
+    assert reader.finish_reason_list() == ["tool_calls"]
+    assert reader.deltas == 3  # no silent retry once a call fragment was sent
+    assert reader.completion_texts() == ['get_weather{"city":"Paris"}']
+
+
+def test_several_calls_in_one_chunk_and_a_missing_index_keep_their_order() -> None:
+    # vLLM and Gemini's OpenAI endpoint may put parallel calls in one chunk, some without
+    # an index: each becomes its own fragment, the position standing in for the index
+    reader = ChunkReader()
+    got = deltas(
+        reader,
+        tool_chunk(
+            {"id": "c1", "type": "function", "function": {"name": "a", "arguments": "{}"}},
+            {"id": "c2", "type": "function", "function": {"name": "b", "arguments": {"x": 1}}},
+        ),
+    )
+    assert [d["tool_call"] for d in got] == [
+        {"index": 0, "id": "c1", "type": "function", "name": "a", "arguments": "{}"},
+        {"index": 1, "id": "c2", "type": "function", "name": "b", "arguments": '{"x":1}'},
+    ]
+
+
+def test_a_custom_tool_call_carries_its_input_as_arguments() -> None:
+    reader = ChunkReader()
+    got = deltas(
+        reader,
+        tool_chunk(
+            {"index": 0, "id": "c", "type": "custom", "custom": {"name": "sql", "input": ""}}
+        ),
+        tool_chunk({"index": 0, "custom": {"input": "SELECT 1"}}),
+    )
+    assert [d["tool_call"] for d in got] == [
+        {"index": 0, "id": "c", "type": "custom", "name": "sql", "arguments": ""},
+        {"index": 0, "type": "custom", "arguments": "SELECT 1"},
+    ]
+
+
+def test_an_empty_tool_call_fragment_is_not_an_event() -> None:
+    assert ChunkReader().consume(tool_chunk({"index": 0, "function": {"arguments": ""}})) == []
+
+
+def test_refusal_deltas_and_logprobs_are_kept_with_their_fragment() -> None:
+    token = {"token": "Hi", "logprob": -0.1, "bytes": [72, 105], "top_logprobs": []}
+    empty = {"token": "", "logprob": -2.0, "bytes": [], "top_logprobs": []}
+    reader = ChunkReader()
+    got = deltas(
+        reader,
+        {"choices": [{"index": 0, "delta": {"content": "Hi"},
+                      "logprobs": {"content": [token], "refusal": None}}]},
+        {"choices": [{"index": 0, "delta": {"content": ""},
+                      "logprobs": {"content": [empty], "refusal": None}}]},
+        {"choices": [{"index": 0, "delta": {"refusal": "No."},
+                      "logprobs": {"content": None, "refusal": [token]}}]},
+    )  # fmt: skip
+    assert got == [
+        {"index": 0, "content": "Hi", "logprobs": [token]},
+        {"index": 0, "content": "", "logprobs": [empty]},  # no token's logprob is lost
+        {"index": 0, "refusal": "No.", "logprobs": [token]},
+    ]

@@ -40,3 +40,45 @@ def test_fold_discards_text_before_a_reset_and_records_usage() -> None:
     assert [c["finish_reason"] for c in transcript.choice_list()] == ["stop", "length"]
     assert transcript.usage == {"total_tokens": 3}
     assert transcript.last_event_id == 5
+
+
+def test_fold_rebuilds_tool_calls_refusals_and_logprobs_per_choice() -> None:
+    lp = [{"token": "a", "logprob": -0.5, "bytes": [97], "top_logprobs": []}]
+    events = [
+        Event("delta", {"index": 0, "tool_call": {"index": 1, "id": "c2", "type": "function",
+                                                  "name": "b", "arguments": ""}}),
+        Event("delta", {"index": 0, "tool_call": {"index": 0, "id": "c1", "type": "function",
+                                                  "name": "a", "arguments": '{"x"'}}),
+        Event("delta", {"index": 0, "tool_call": {"index": 0, "id": "c1", "arguments": ":1}"}}),
+        Event("delta", {"index": 0, "tool_call": {"index": 1, "arguments": "{}"}}),
+        Event("delta", {"index": 1, "refusal": "No", "logprobs": lp}),
+        Event("delta", {"index": 1, "refusal": "."}),
+        Event("delta", {"index": 2, "content": "a", "logprobs": lp}),
+        Event("delta", {"index": 2, "content": "a", "logprobs": lp}),
+        Event("done", {"finish_reasons": ["tool_calls", "stop", "stop"], "usage": None}),
+    ]  # fmt: skip
+    choices = fold((i, e.entry()) for i, e in enumerate(events, 1)).choice_list()
+    assert choices[0] == {
+        "index": 0, "content": "", "finish_reason": "tool_calls",
+        "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "a", "arguments": '{"x":1}'}},
+            {"id": "c2", "type": "function", "function": {"name": "b", "arguments": "{}"}},
+        ],
+    }  # fmt: skip
+    assert choices[1] == {"index": 1, "content": "", "finish_reason": "stop", "refusal": "No.",
+                          "logprobs": {"content": None, "refusal": lp}}  # fmt: skip
+    assert choices[2]["logprobs"] == {"content": lp + lp, "refusal": None}
+
+
+def test_a_reset_discards_tool_calls_too() -> None:
+    events = [
+        Event("delta", {"index": 0, "tool_call": {"index": 0, "id": "c", "name": "a",
+                                                  "arguments": '{"x"'}}),
+        Event("reset", {"reason": "worker_lost", "attempt": 2}),
+        Event("delta", {"index": 0, "tool_call": {"index": 0, "id": "d", "name": "a",
+                                                  "arguments": "{}"}}),
+    ]  # fmt: skip
+    choice = fold((i, e.entry()) for i, e in enumerate(events, 1)).choice_list()[0]
+    assert choice["tool_calls"] == [
+        {"id": "d", "type": "function", "function": {"name": "a", "arguments": "{}"}}
+    ]
