@@ -13,19 +13,24 @@ the caller to be is decided in ``gateway.access``; ``owner()`` reads the answer.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from collections.abc import Callable, Collection
+from typing import Annotated, Any, Literal, TypeVar
 
 from flask import g, request
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    PrivateAttr,
     StringConstraints,
+    Tag,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
+from gateway.vendor_parameters import split_vendor_parameters
 from sluice.errors import InvalidRequest, UnsupportedMediaType
 from sluice.keyvault import validate_user_key
 
@@ -59,36 +64,321 @@ def json_object() -> dict[str, Any]:
 NonEmptyStr = Annotated[str, StringConstraints(min_length=1)]
 MAX_MESSAGE_CHARS = 1_000_000
 Bias = Annotated[float, Field(ge=-100, le=100)]
+Text = Annotated[str, StringConstraints(max_length=MAX_MESSAGE_CHARS)]
+# OpenAI's rule for function and tool names
+ToolName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
+JSONObject = dict[str, Any]
 
 
-class TextPart(BaseModel):
+class _Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
+
+def _pick(tag_of: Callable[[Any], str | None], what: str) -> Discriminator:
+    """Pick a union's branch from the value (``tag_of``), so a bad value is reported
+    against the one branch it meant, not against every branch in turn. The tags are
+    bracketed (``Tag("[text]")``): ``gateway.errors`` leaves them out of the field path
+    it reports."""
+    return Discriminator(
+        tag_of, custom_error_type="invalid_union_member", custom_error_message=what
+    )
+
+
+def _by_type(value: Any) -> str | None:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return f"[{kind}]" if isinstance(kind, str) else None
+
+
+def _text_or_parts(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "[str]"
+    return "[list]" if isinstance(value, list) else None
+
+
+# -- content parts
+
+
+class TextPart(_Strict):
     type: Literal["text"]
-    text: Annotated[str, StringConstraints(max_length=MAX_MESSAGE_CHARS)]
+    text: Text
+
+
+class ImageURL(_Strict):
+    url: Annotated[str, StringConstraints(min_length=1)]
+    detail: Literal["auto", "low", "high"] | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _image_url(cls, value: str) -> str:
+        # OpenAI takes a public URL or a base64 data URL; the gateway never fetches it
+        if value.startswith(("http://", "https://")):
+            return value
+        if value.startswith("data:image/") and ";base64," in value[:100]:
+            return value
+        raise ValueError("must be an http(s) URL or a base64 data URL (data:image/…;base64,…)")
+
+
+class ImagePart(_Strict):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+class InputAudio(_Strict):
+    data: Annotated[str, StringConstraints(min_length=1)]  # base64
+    format: Literal["wav", "mp3"]
+
+
+class AudioPart(_Strict):
+    type: Literal["input_audio"]
+    input_audio: InputAudio
+
+
+class FileRef(_Strict):
+    file_data: Annotated[str, StringConstraints(min_length=1)] | None = None  # a data URL
+    file_id: Annotated[str, StringConstraints(min_length=1)] | None = None
+    filename: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = None
+
+    @model_validator(mode="after")
+    def _data_or_id(self) -> FileRef:
+        if self.file_data is None and self.file_id is None:
+            raise PydanticCustomError(
+                "missing_file", "give file_data or file_id", {"param": "file_data"}
+            )
+        return self
+
+
+class FilePart(_Strict):
+    type: Literal["file"]
+    file: FileRef
+
+
+class RefusalPart(_Strict):
+    type: Literal["refusal"]
+    refusal: Text
+
+
+ContentPart = Annotated[
+    Annotated[TextPart, Tag("[text]")]
+    | Annotated[ImagePart, Tag("[image_url]")]
+    | Annotated[AudioPart, Tag("[input_audio]")]
+    | Annotated[FilePart, Tag("[file]")]
+    | Annotated[RefusalPart, Tag("[refusal]")],
+    _pick(_by_type, "type must be one of text, image_url, input_audio, file, refusal"),
+]
+Content = Annotated[
+    Annotated[Text, Tag("[str]")]
+    | Annotated[Annotated[list[ContentPart], Field(min_length=1)], Tag("[list]")],
+    _pick(_text_or_parts, "content must be a string or a list of content parts"),
+]
+# which parts each role may send (OpenAI's message types)
+PARTS_BY_ROLE = {
+    "system": {"text"},
+    "developer": {"text"},
+    "user": {"text", "image_url", "input_audio", "file"},
+    "assistant": {"text", "refusal"},
+    "tool": {"text"},
+}
+
+
+# -- an assistant's tool calls, as sent back in the conversation
+
+
+class FunctionCall(_Strict):
+    name: ToolName
+    arguments: str
+
+
+class FunctionToolCall(_Strict):
+    id: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    type: Literal["function"]
+    function: FunctionCall
+
+
+class CustomCall(_Strict):
+    name: ToolName
+    input: str
+
+
+class CustomToolCall(_Strict):
+    id: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    type: Literal["custom"]
+    custom: CustomCall
+
+
+ToolCall = Annotated[
+    Annotated[FunctionToolCall, Tag("[function]")] | Annotated[CustomToolCall, Tag("[custom]")],
+    _pick(_by_type, "type must be function or custom"),
+]
 
 
 class Message(BaseModel):
-    # Assistant turns may carry tool_calls and tool messages a tool_call_id: kept as given.
+    """One message, by role (OpenAI's system, developer, user, assistant and tool
+    messages). Fields of other servers' messages (DeepSeek's ``prefix``, an assistant's
+    ``reasoning_content``) are kept as given."""
+
     model_config = ConfigDict(strict=True, extra="allow")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: (
-        Annotated[str, StringConstraints(max_length=MAX_MESSAGE_CHARS)]
-        | Annotated[list[TextPart], Field(min_length=1)]
-        | None
-    ) = None
+    content: Content | None = None
     name: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    # assistant messages
+    tool_calls: Annotated[list[ToolCall], Field(min_length=1, max_length=128)] | None = None
+    refusal: Text | None = None
+    # tool messages
+    tool_call_id: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
 
     @model_validator(mode="after")
-    def _content_present(self) -> Message:
-        if self.role != "assistant" and not self.content:
-            raise PydanticCustomError(
-                "missing_content",
-                "content must be a non-empty string or a list of text parts",
-                {"param": "content"},
-            )
+    def _fits_role(self) -> Message:
+        role = self.role
+        if role == "tool" and self.tool_call_id is None:
+            raise _field_error("tool_call_id", "a tool message needs the tool_call_id it answers")
+        if role != "tool" and self.tool_call_id is not None:
+            raise _field_error("tool_call_id", "only tool messages carry a tool_call_id")
+        if role != "assistant" and (self.tool_calls is not None or self.refusal is not None):
+            field_name = "tool_calls" if self.tool_calls is not None else "refusal"
+            raise _field_error(field_name, "only assistant messages carry it")
+        if role != "assistant" and not self.content:
+            raise _field_error("content", "must be a non-empty string or a list of parts")
+        if role == "assistant" and not (self.content or self.tool_calls or self.refusal):
+            raise _field_error("content", "an assistant message needs content or tool_calls")
+        if isinstance(self.content, list):
+            allowed = PARTS_BY_ROLE[role]
+            for i, part in enumerate(self.content):
+                if part.type not in allowed:
+                    raise _field_error(
+                        f"content[{i}]",
+                        f"{part.type} parts are not allowed in {role} messages "
+                        f"(allowed: {', '.join(sorted(allowed))})",
+                    )
         return self
+
+
+def _field_error(param: str, message: str) -> PydanticCustomError:
+    return PydanticCustomError("invalid_message", message, {"param": param})
+
+
+# -- tools
+
+
+class FunctionDefinition(_Strict):
+    name: ToolName
+    description: Annotated[str, StringConstraints(max_length=MAX_MESSAGE_CHARS)] | None = None
+    parameters: JSONObject | None = None
+    strict: bool | None = None
+
+    @field_validator("parameters")
+    @classmethod
+    def _schema_object(cls, value: JSONObject | None) -> JSONObject | None:
+        # OpenAI takes a JSON Schema whose top level describes an object
+        if value is not None and value.get("type", "object") != "object":
+            raise ValueError('must be a JSON Schema of an object ("type": "object")')
+        return value
+
+
+class FunctionTool(_Strict):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class CustomDefinition(_Strict):
+    name: ToolName
+    description: Annotated[str, StringConstraints(max_length=MAX_MESSAGE_CHARS)] | None = None
+    format: JSONObject | None = None  # {"type": "text"} or a grammar
+
+
+class CustomTool(_Strict):
+    type: Literal["custom"]
+    custom: CustomDefinition
+
+
+Tool = Annotated[
+    Annotated[FunctionTool, Tag("[function]")] | Annotated[CustomTool, Tag("[custom]")],
+    _pick(_by_type, "type must be function or custom"),
+]
+
+
+class NamedFunction(_Strict):
+    name: ToolName
+
+
+class NamedFunctionChoice(_Strict):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class NamedCustomChoice(_Strict):
+    type: Literal["custom"]
+    custom: NamedFunction
+
+
+class AllowedTools(_Strict):
+    mode: Literal["auto", "required"]
+    tools: Annotated[list[JSONObject], Field(min_length=1, max_length=128)]
+
+
+class AllowedToolsChoice(_Strict):
+    type: Literal["allowed_tools"]
+    allowed_tools: AllowedTools
+
+
+def _choice_kind(value: Any) -> str | None:
+    return "[mode]" if isinstance(value, str) else _by_type(value)
+
+
+ToolChoice = Annotated[
+    Annotated[Literal["none", "auto", "required"], Tag("[mode]")]
+    | Annotated[NamedFunctionChoice, Tag("[function]")]
+    | Annotated[NamedCustomChoice, Tag("[custom]")]
+    | Annotated[AllowedToolsChoice, Tag("[allowed_tools]")],
+    _pick(
+        _choice_kind,
+        'must be "none", "auto", "required" or a tool by name ({"type": "function", …})',
+    ),
+]
+
+
+# -- response_format and prediction
+
+
+class TextFormat(_Strict):
+    type: Literal["text"]
+
+
+class JSONObjectFormat(_Strict):
+    type: Literal["json_object"]
+
+
+class JSONSchemaSpec(_Strict):
+    name: ToolName
+    description: str | None = None
+    schema_: JSONObject | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class JSONSchemaFormat(_Strict):
+    type: Literal["json_schema"]
+    json_schema: JSONSchemaSpec
+
+
+ResponseFormat = Annotated[
+    Annotated[TextFormat, Tag("[text]")]
+    | Annotated[JSONObjectFormat, Tag("[json_object]")]
+    | Annotated[JSONSchemaFormat, Tag("[json_schema]")],
+    _pick(_by_type, "type must be text, json_object or json_schema"),
+]
+
+
+class Prediction(_Strict):
+    type: Literal["content"]
+    content: Text | Annotated[list[TextPart], Field(min_length=1)]
+
+
+def _tool_name(item: FunctionTool | CustomTool | NamedFunctionChoice | NamedCustomChoice) -> str:
+    return (
+        item.function.name
+        if isinstance(item, FunctionTool | NamedFunctionChoice)
+        else item.custom.name
+    )
 
 
 class ChatParameters(BaseModel):
@@ -131,6 +421,16 @@ class ChatParameters(BaseModel):
         | None
     ) = None
     store: bool | None = None
+    tools: Annotated[list[Tool], Field(min_length=1, max_length=128)] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    prediction: Prediction | None = None
+    modalities: Annotated[list[Literal["text"]], Field(min_length=1)] | None = None
+    prompt_cache_key: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    safety_identifier: Annotated[str, StringConstraints(max_length=256)] | None = None
 
     @field_validator("logit_bias")
     @classmethod
@@ -151,6 +451,37 @@ class ChatParameters(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _tools_agree(self) -> ChatParameters:
+        """What OpenAI refuses, refused before the job is queued: a tool_choice without
+        tools, or naming a tool that is not among them; top_logprobs without logprobs."""
+        choice = self.tool_choice
+        if choice is not None and choice != "none" and not self.tools:
+            raise PydanticCustomError(
+                "tools_missing", "is only allowed when tools are given", {"param": "tool_choice"}
+            )
+        if isinstance(choice, NamedFunctionChoice | NamedCustomChoice):
+            named = _tool_name(choice)
+            if named not in {_tool_name(t) for t in self.tools or ()}:
+                raise PydanticCustomError(
+                    "unknown_tool",
+                    "names {name}, which is not among tools",
+                    {"param": "tool_choice", "name": named},
+                )
+        if self.top_logprobs is not None and self.logprobs is not True:
+            raise PydanticCustomError(
+                "logprobs_missing", "needs logprobs: true", {"param": "top_logprobs"}
+            )
+        return self
+
+    # the vendor parameters that came with the request (``gateway.vendor_parameters``)
+    _vendor: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @property
+    def vendor_parameters(self) -> dict[str, Any]:
+        """Top-level fields forwarded unchanged (``gateway.vendor_parameters``)."""
+        return self._vendor
+
     @property
     def reply_limit(self) -> int | None:
         """The answer's token limit (``max_completion_tokens`` is OpenAI's newer name)."""
@@ -161,6 +492,7 @@ class ChatParameters(BaseModel):
         out = self.model_dump(
             exclude={"model", "messages", "max_completion_tokens", "stream", "stream_options"},
             exclude_none=True,
+            by_alias=True,
         )
         out.pop("max_tokens", None)
         if self.reply_limit:
@@ -184,6 +516,7 @@ class StreamOptions(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
     include_usage: bool = False
+    include_obfuscation: bool | None = None  # OpenAI's; Sluice's chunks carry no padding
 
 
 class ChatCompletionRequest(ChatParameters):
@@ -192,6 +525,17 @@ class ChatCompletionRequest(ChatParameters):
     stream: bool = False
     stream_options: StreamOptions | None = None
 
+
+def chat_parameters(model: type[P], vendor_allowed: Collection[str]) -> P:
+    """The body as ``model`` (a ``ChatParameters``), its vendor parameters set apart."""
+    body = json_object()
+    vendor = split_vendor_parameters(body, model.model_fields.keys(), vendor_allowed)
+    params = model.model_validate(body)
+    params._vendor = vendor
+    return params
+
+
+P = TypeVar("P", bound=ChatParameters)
 
 # -- the headers and parameters -----------------------------------------------------------
 

@@ -117,12 +117,13 @@ def _upstream_request(svc: Services, params: ChatParameters) -> tuple[FittedProm
     """The prompt trimmed to the model's context window, and the request the upstream
     gets: the parameters its family accepts (``sluice.models.upstream_parameters``)."""
     info = lookup(params.model, svc.settings.default_context_window)
-    messages = [m.model_dump(exclude_none=True) for m in params.messages]
+    messages = [m.model_dump(exclude_unset=True) for m in params.messages]  # as sent
     fitted = fit_to_context(messages, info, params.reply_limit, svc.settings.reply_reserve_tokens)
     body = {
         "model": params.model,
         "messages": upstream_messages(info, fitted.messages),
         **upstream_parameters(info, params.optional_parameters()),
+        **params.vendor_parameters,
     }
     return fitted, body
 

@@ -323,6 +323,15 @@ class Settings:
         "requests per client (access key, else address) on the routes that start jobs, in "
         "Flask-Limiter's notation, e.g. `60/minute;1000/day`; unset: no limit",
     )
+    vendor_parameters: tuple[str, ...] = API.setting(
+        "SLUICE_VENDOR_PARAMETERS",
+        (),
+        "list",
+        GATEWAY,
+        "top-level request fields to forward to the upstream unchanged, besides OpenAI's and "
+        "the known vendor parameters (`gateway/vendor_parameters.py`), comma-separated; `*` "
+        "forwards every unknown field. Other unknown fields get a `400` naming them",
+    )
     cors_origins: tuple[str, ...] = API.setting(
         "SLUICE_CORS_ORIGINS",
         (),
@@ -346,10 +355,11 @@ class Settings:
     )
     max_body_bytes: int = API.setting(
         "SLUICE_MAX_BODY_BYTES",
-        1_000_000,
+        10_000_000,
         "bytes",
         GATEWAY,
-        "largest request body (larger: `413`)",
+        "largest request body (larger: `413`); images and files sent as data URLs count "
+        "against it (a 7 MB image is about 9.3 MB of base64)",
     )
     submit_concurrency: int = JOBS.setting(
         "SLUICE_SUBMIT_CONCURRENCY",

@@ -79,7 +79,7 @@ def _validation_error(exc: ValidationError) -> Response:
 @bp.post("/v1/chat/completions")
 def chat_completions() -> Response:
     svc = services()
-    params = ChatCompletionRequest.model_validate(request.json_object())
+    params = request.chat_parameters(ChatCompletionRequest, svc.settings.vendor_parameters)
     submission = submit(svc, params, follow=True)
     job, feed = submission.job, submission.feed
     assert feed is not None

@@ -191,3 +191,172 @@ def test_developer_messages_and_the_newer_parameters_are_accepted(api: FlaskClie
     status, job = post(api, body)
     assert status == 202, job
     assert job["status"] == "queued"
+
+
+# --- tools, structured output, logprobs, content parts (the whole Chat Completions request)
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                       "required": ["city"], "additionalProperties": False},
+        "strict": True,
+    },
+}  # fmt: skip
+CALL = {"id": "call_1", "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}  # fmt: skip
+PNG = (  # a 1x1 PNG
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
+
+
+def user(*parts: dict) -> list[dict]:
+    return [{"role": "user", "content": list(parts)}]
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (with_(tools=[{"type": "function", "function": {"description": "x"}}]),
+         "tools[0].function.name"),
+        (with_(tools=[{"type": "function", "function": {"name": "has space"}}]),
+         "tools[0].function.name"),
+        (with_(tools=[{"type": "function", "function": {"name": "f", "parameters": "{}"}}]),
+         "tools[0].function.parameters"),
+        (with_(tools=[{"type": "function", "function": {"name": "f",
+                                                        "parameters": {"type": "array"}}}]),
+         "tools[0].function.parameters"),
+        (with_(tools=[{"type": "retrieval"}]), "tools[0]"),
+        (with_(tools=[]), "tools"),
+        (with_(tool_choice="auto"), "tool_choice"),
+        (with_(tools=[WEATHER], tool_choice="sometimes"), "tool_choice"),
+        (with_(tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "nope"}}),
+         "tool_choice"),
+        (with_(tools=[WEATHER], parallel_tool_calls="yes"), "parallel_tool_calls"),
+        (with_(logprobs=True, top_logprobs=21), "top_logprobs"),
+        (with_(top_logprobs=3), "top_logprobs"),
+        (with_(logprobs="yes"), "logprobs"),
+        (with_(response_format={"type": "xml"}), "response_format"),
+        (with_(response_format={"type": "json_schema"}), "response_format.json_schema"),
+        (with_(response_format={"type": "json_schema", "json_schema": {"schema": {}}}),
+         "response_format.json_schema.name"),
+        (with_(prediction={"type": "content"}), "prediction.content"),
+        (with_(modalities=["text", "audio"]), "modalities[1]"),
+        (with_(messages=user({"type": "image_url", "image_url": {}})),
+         "messages[0].content[0].image_url.url"),
+        (with_(messages=user({"type": "image_url", "image_url": {"url": "file:///etc/passwd"}})),
+         "messages[0].content[0].image_url.url"),
+        (with_(messages=user({"type": "image_url", "image_url": {"url": PNG, "detail": "max"}})),
+         "messages[0].content[0].image_url.detail"),
+        (with_(messages=user({"type": "input_audio", "input_audio": {"data": "UklG"}})),
+         "messages[0].content[0].input_audio.format"),
+        (with_(messages=user({"type": "file", "file": {"filename": "a.pdf"}})),
+         "messages[0].content[0].file.file_data"),
+        (with_(messages=user({"type": "video", "video": {}})), "messages[0].content[0]"),
+        (with_(messages=[{"role": "system", "content": [{"type": "image_url",
+                                                        "image_url": {"url": PNG}}]}]),
+         "messages[0].content[0]"),
+        (with_(messages=[{"role": "tool", "content": "22 C"}]), "messages[0].tool_call_id"),
+        (with_(messages=[{"role": "user", "content": "x", "tool_calls": [CALL]}]),
+         "messages[0].tool_calls"),
+        (with_(messages=[{"role": "assistant"}]), "messages[0].content"),
+        (with_(messages=[{"role": "assistant", "tool_calls": [{"id": "c", "type": "function",
+                                                              "function": {"name": "f"}}]}]),
+         "messages[0].tool_calls[0].function.arguments"),
+        (with_(functions=[{"name": "f"}]), "functions"),
+        (with_(temprature=0.5), "temprature"),
+        (with_(frobnicate=1), "frobnicate"),
+    ],
+)  # fmt: skip
+def test_malformed_tools_formats_and_parts_are_named_in_a_400(
+    api: FlaskClient, body: dict, param: str
+) -> None:
+    status, error = post(api, body)
+    assert status == 400, error
+    assert error["error"]["type"] == "invalid_request"
+    assert error["error"]["param"] == param, error
+    assert error["error"]["message"].startswith(param), error
+
+
+def test_a_misspelled_parameter_names_the_one_it_looks_like(api: FlaskClient) -> None:
+    _status, error = post(api, with_(temprature=0.5))
+    assert "did you mean temperature?" in error["error"]["message"]
+
+
+def stored_request(api: FlaskClient, job_id: str) -> dict[str, Any]:
+    job = api.application.extensions["sluice"].store.get(job_id)
+    assert job is not None
+    return job.request
+
+
+def test_the_whole_chat_completions_request_is_accepted_and_forwarded(api: FlaskClient) -> None:
+    messages = [
+        {"role": "developer", "content": "Use the tools."},
+        {"role": "user", "content": [
+            {"type": "text", "text": "Weather here?"},
+            {"type": "image_url", "image_url": {"url": PNG, "detail": "low"}},
+            {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+            {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERg==",
+                                      "filename": "a.pdf"}},
+        ]},
+        {"role": "assistant", "content": None, "tool_calls": [CALL]},
+        {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text", "text": "22"}]},
+        {"role": "assistant", "content": [{"type": "refusal", "refusal": "No."}],
+         "refusal": "No."},
+        {"role": "user", "content": "And tomorrow?"},
+    ]  # fmt: skip
+    fields = {
+        "tools": [WEATHER,
+                  {"type": "custom", "custom": {"name": "sql", "format": {"type": "text"}}}],
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "parallel_tool_calls": False,
+        "response_format": {"type": "json_schema", "json_schema": {
+            "name": "answer", "strict": True,
+            "schema": {"type": "object", "properties": {"a": {"type": "string"}}}}},
+        "logprobs": True, "top_logprobs": 2,
+        "prediction": {"type": "content", "content": "It is sunny."},
+        "seed": 3, "prompt_cache_key": "k", "safety_identifier": "u-1",
+    }  # fmt: skip
+    status, job = post(api, with_(messages=messages, **fields))
+    assert status == 202, job
+    sent = stored_request(api, job["id"])
+    for name, value in fields.items():
+        assert sent[name] == value, name
+    assert sent["messages"][0]["role"] == "system"  # gpt-4o-mini takes developer as system
+    assert sent["messages"][1:] == messages[1:]
+
+
+def test_tool_choice_by_name_and_modes_are_accepted(api: FlaskClient) -> None:
+    for choice in ("none", "auto", "required",
+                   {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [
+                       {"type": "function", "function": {"name": "get_weather"}}]}}):  # fmt: skip
+        status, job = post(api, with_(tools=[WEATHER], tool_choice=choice))
+        assert status == 202, (choice, job)
+    status, job = post(api, with_(tool_choice="none"))  # "none" needs no tools
+    assert status == 202, job
+
+
+def test_vendor_parameters_reach_the_upstream_unchanged(api: FlaskClient) -> None:
+    vendor = {"top_k": 40, "min_p": 0.05, "repetition_penalty": 1.1,
+              "chat_template_kwargs": {"enable_thinking": False},
+              "provider": {"order": ["groq"], "allow_fallbacks": False}}  # fmt: skip
+    status, job = post(api, with_(**vendor))
+    assert status == 202, job
+    sent = stored_request(api, job["id"])
+    assert {k: sent[k] for k in vendor} == vendor
+
+
+def test_sluice_vendor_parameters_names_more_fields_to_forward(redis_url: str) -> None:
+    settings = Settings.from_env(
+        redis_url=redis_url, key_prefix="sluice-validation", queue="sluice-validation-unused",
+        secret_key=None, vendor_parameters=("my_knob",),
+    )  # fmt: skip
+    app = create_app(settings)
+    with app.test_client() as api:
+        status, job = post(api, with_(my_knob={"x": 1}))
+        assert status == 202, job
+        assert stored_request(api, job["id"])["my_knob"] == {"x": 1}
+        status, error = post(api, with_(other_knob=1))
+        assert status == 400 and error["error"]["param"] == "other_knob"
