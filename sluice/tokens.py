@@ -16,7 +16,10 @@ What else a prompt holds, and how it is counted (``count_prompt``, ``fit_to_cont
   tools and for schema parts the formula does not cover (counted as their JSON text);
 - an assistant turn's ``tool_calls``: each call's name and arguments (a custom tool's name
   and input); always an estimate, OpenAI does not document the framing around a call;
-- ``tool_call_id``, like every string field: its text.
+- ``tool_call_id``, like every string field: its text;
+- an ``image_url`` part: OpenAI's image accounting (``image_tokens``), its size read from a
+  data URL's header (``data_url_image_size``); an estimate when the size is unknown (an
+  http(s) URL: the gateway never fetches it), assumed 1024×1024 (``count_image``).
 
 Whether any part of a count is an estimate is kept with it (``TokenCount.estimated``,
 ``FittedPrompt.estimated``), so whoever reports the count can say so.
@@ -24,9 +27,13 @@ Whether any part of a count is an estimate is kept with it (``TokenCount.estimat
 
 from __future__ import annotations
 
+import base64
+import binascii
 import gzip
 import hashlib
+import io
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -36,6 +43,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import imagesize  # type: ignore[import-untyped]  # (no py.typed): get() returns (w, h)
 import tiktoken
 
 from sluice.errors import ContextLengthExceeded
@@ -263,6 +271,117 @@ def _count_tool(tool: dict[str, Any], k: ToolConstants, encoding: str) -> TokenC
     return TokenCount(tokens, estimated)
 
 
+# -- images -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageRates:
+    """What an image costs a model: ``base`` for the whole image (all of a low-detail
+    one), ``tile`` per 512-px tile at high detail; ``documented`` when OpenAI's vision
+    guide gives these figures for the model."""
+
+    base: int
+    tile: int
+    documented: bool = True
+
+
+GPT4O_IMAGES = ImageRates(85, 170)
+GPT4O_MINI_IMAGES = ImageRates(2833, 5667)
+# OpenAI's vision guide, "Calculating costs": the 512-px tile table. gpt-4.1-mini and
+# -nano, o4-mini (and gpt-5…) are billed otherwise (32-px patches), so they and the models
+# Sluice does not know get gpt-4o's figures as an estimate.
+_IMAGE_RATES = {
+    "gpt-4o": GPT4O_IMAGES,
+    "chatgpt-4o": GPT4O_IMAGES,
+    "gpt-4o-mini": GPT4O_MINI_IMAGES,
+    "gpt-4.1": GPT4O_IMAGES,
+    "gpt-4.5": GPT4O_IMAGES,
+    "o1": GPT4O_IMAGES,
+    "o3": GPT4O_IMAGES,
+}
+_ESTIMATED_IMAGES = ImageRates(GPT4O_IMAGES.base, GPT4O_IMAGES.tile, documented=False)
+# an image whose size Sluice cannot know (a URL: the gateway never fetches it) is counted
+# as 1024×1024 at its detail: 765 tokens at high detail on gpt-4o
+ASSUMED_IMAGE_SIZE = (1024, 1024)
+IMAGE_MAX_SIDE = 2048
+IMAGE_SHORT_SIDE = 768
+IMAGE_TILE = 512
+# a data URL can be megabytes: only this much of it is decoded, for the image's header
+IMAGE_HEADER_BYTES = 64 * 1024
+_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/jpg", "image/gif", "image/webp"})
+
+
+def image_rates(model: str) -> ImageRates:
+    return _IMAGE_RATES.get(model_family(model) or "", _ESTIMATED_IMAGES)
+
+
+def image_tokens(width: int, height: int, detail: str = "auto", model: str = "gpt-4o") -> int:
+    """An image's tokens by OpenAI's vision guide: ``low`` detail costs the base; ``high``
+    (and ``auto``, counted as high) scales the image to fit within 2048×2048, then down
+    so that its shortest side is 768 px (smaller images are not scaled up), and costs
+    the base plus a tile price per 512-px tile that covers it. gpt-4o: 1024×1024 high is
+    4 tiles, 765 tokens; 2048×4096 high is 768×1536, 6 tiles, 1105 tokens; low is 85."""
+    rates = image_rates(model)
+    if detail == "low":
+        return rates.base
+    longest = max(width, height)
+    if longest > IMAGE_MAX_SIDE:
+        width = max(1, width * IMAGE_MAX_SIDE // longest)
+        height = max(1, height * IMAGE_MAX_SIDE // longest)
+    shortest = min(width, height)
+    if shortest > IMAGE_SHORT_SIDE:
+        width = max(1, width * IMAGE_SHORT_SIDE // shortest)
+        height = max(1, height * IMAGE_SHORT_SIDE // shortest)
+    tiles = math.ceil(width / IMAGE_TILE) * math.ceil(height / IMAGE_TILE)
+    return rates.base + rates.tile * tiles
+
+
+def data_url_image_size(url: str) -> tuple[int, int] | None:
+    """The (width, height) a base64 PNG, JPEG, GIF or WebP data URL's header gives, read
+    by ``imagesize`` from at most the first ``IMAGE_HEADER_BYTES`` decoded bytes (never the
+    whole image); None for any other URL, a malformed one, or a header that is not in
+    that prefix."""
+    if url[:5].lower() != "data:":
+        return None
+    comma = url.find(",", 0, 256)
+    if comma < 0:
+        return None
+    mime, *params = url[5:comma].split(";")
+    if mime.strip().lower() not in _IMAGE_TYPES or "base64" not in (
+        p.strip().lower() for p in params
+    ):
+        return None
+    chars = IMAGE_HEADER_BYTES * 4 // 3  # base64: 4 characters per 3 bytes
+    prefix = "".join(url[comma + 1 : comma + 1 + chars].split())
+    prefix = prefix[: len(prefix) // 4 * 4]
+    try:
+        header = base64.b64decode(prefix, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    # a file object, never a str (imagesize would read a URL over HTTP, a str as a path)
+    width, height = imagesize.get(io.BytesIO(header), exif_rotation=False)
+    if not (isinstance(width, int) and isinstance(height, int)) or width <= 0 or height <= 0:
+        return None
+    return width, height
+
+
+def count_image(image_url: dict[str, Any], model: str) -> TokenCount:
+    """An ``image_url`` part's tokens (``image_tokens``) at its ``detail`` (default
+    ``auto``). Estimated when the size is unknown (an http(s) URL, which the gateway does
+    not fetch, or a data URL whose header cannot be read: ``ASSUMED_IMAGE_SIZE``) or the
+    model is not in OpenAI's tile table."""
+    rates = image_rates(model)
+    detail = image_url.get("detail")
+    detail = detail if isinstance(detail, str) else "auto"
+    if detail == "low":
+        return TokenCount(rates.base, not rates.documented)
+    url = image_url.get("url")
+    size = data_url_image_size(url) if isinstance(url, str) else None
+    estimated = size is None or not rates.documented
+    width, height = size or ASSUMED_IMAGE_SIZE
+    return TokenCount(image_tokens(width, height, detail, model), estimated)
+
+
 # -- messages ---------------------------------------------------------------------------
 
 
@@ -290,13 +409,21 @@ def _count_call_body(body: dict[str, Any], encoding: str) -> int:
 
 def _count_parts(parts: list[Any], encoding: str, model: str) -> TokenCount:
     """A list ``content``: its text and refusal parts' text, counted as one text (as a
-    string ``content`` would be)."""
+    string ``content`` would be), and its images, audio and files."""
     text = []
+    count = NOTHING
     for part in parts:
-        if isinstance(part, dict):
-            kind = part.get("type", "text")
-            text.append(_text(part.get(kind)) if kind in ("text", "refusal") else "")
-    return TokenCount(count_text("".join(text), encoding))
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type", "text")
+        value = part.get(kind)
+        if kind in ("text", "refusal"):
+            text.append(_text(value))
+        elif kind == "image_url":
+            count += count_image(value if isinstance(value, dict) else {}, model)
+        else:  # a part this module does not know
+            count += TokenCount(0, True)
+    return count + TokenCount(count_text("".join(text), encoding))
 
 
 def _count_message(message: dict[str, Any], encoding: str, model: str) -> TokenCount:

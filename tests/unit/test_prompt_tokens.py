@@ -7,6 +7,9 @@ gpt-4o-mini, as the API counted them) and the vision guide's image examples.
 
 from __future__ import annotations
 
+import base64
+import struct
+import zlib
 from typing import Any
 
 import pytest
@@ -16,12 +19,16 @@ from sluice.models import ModelInfo, lookup
 from sluice.tokens import (
     GPT4_TOOLS,
     GPT4O_TOOLS,
+    IMAGE_HEADER_BYTES,
+    count_image,
     count_message,
     count_messages,
     count_prompt,
     count_text,
     count_tools,
+    data_url_image_size,
     fit_to_context,
+    image_tokens,
     tool_constants,
 )
 
@@ -291,3 +298,162 @@ def test_a_turn_with_tool_calls_goes_with_its_results() -> None:
     assert fitted.messages[-1]["content"].startswith("u2")
     assert fitted.dropped == 3
     assert not fitted.estimated  # the estimated call was dropped: what is left is exact
+
+
+# -- images -----------------------------------------------------------------------------
+
+
+def _png(width: int, height: int) -> bytes:
+    """A real PNG: signature, IHDR, one IDAT of black 8-bit grey rows, IEND."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    rows = b"".join(b"\x00" + b"\x00" * width for _ in range(height))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def _jpeg(width: int, height: int, padding: int = 0) -> bytes:
+    """A JPEG's header as far as a reader of sizes goes: SOI, APP0 (JFIF), ``padding``
+    bytes of comment segments, then the SOF0 frame header that carries the size."""
+    app0 = b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+    out = b"\xff\xd8" + b"\xff\xe0" + struct.pack(">H", len(app0) + 2) + app0
+    while padding > 0:
+        size = min(padding, 60_000)
+        out += b"\xff\xfe" + struct.pack(">H", size + 2) + b"c" * size
+        padding -= size
+    sof = struct.pack(">BHHB", 8, height, width, 3) + b"\x01\x22\x00\x02\x11\x01\x03\x11\x01"
+    return out + b"\xff\xc0" + struct.pack(">H", len(sof) + 2) + sof + b"\xff\xd9"
+
+
+def _data_url(mime: str, data: bytes) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def _image(url: str, detail: str | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"url": url}
+    if detail:
+        spec["detail"] = detail
+    return {"role": "user", "content": [{"type": "image_url", "image_url": spec}]}
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "detail", "expected"),
+    [
+        (1024, 1024, "high", 765),  # 768×768: 4 tiles
+        (2048, 4096, "high", 1105),  # 1024×2048, then 768×1536: 6 tiles
+        (4096, 8192, "low", 85),
+        (1024, 1024, "auto", 765),
+        (512, 512, "high", 255),  # 1 tile; small images are not scaled up
+        (100, 3000, "high", 85 + 170 * 4),  # 68×2048: 1×4 tiles
+    ],
+)
+def test_image_tokens_match_openais_examples(
+    width: int, height: int, detail: str, expected: int
+) -> None:
+    assert image_tokens(width, height, detail, "gpt-4o") == expected
+
+
+def test_gpt_4o_mini_images_cost_its_documented_rates() -> None:
+    assert image_tokens(1024, 1024, "low", "gpt-4o-mini") == 2833
+    assert image_tokens(1024, 1024, "high", "gpt-4o-mini-2024-07-18") == 2833 + 4 * 5667
+
+
+def test_the_size_of_a_png_data_url_is_read_from_its_header() -> None:
+    url = _data_url("image/png", _png(1500, 600))
+    assert data_url_image_size(url) == (1500, 600)
+    # within 2048×2048 and its shortest side under 768: kept as it is, 3×2 tiles
+    count = count_image({"url": url, "detail": "high"}, "gpt-4o")
+    assert count.tokens == 85 + 170 * 6
+    assert not count.estimated
+
+
+def test_the_size_of_a_jpeg_data_url_is_read_from_its_header() -> None:
+    url = _data_url("image/jpeg", _jpeg(2048, 4096))
+    assert data_url_image_size(url) == (2048, 4096)
+    count = count_prompt([_image(url, "high")], _model("gpt-4o"))
+    assert count.tokens == 3 + 1 + 1105 + 3  # message, "user", the image, priming
+    assert not count.estimated
+
+
+def test_only_a_prefix_of_a_data_url_is_decoded() -> None:
+    """What follows the first 64 KiB is not even valid base64: it is never decoded."""
+    image = _png(64, 32) + b"\x00" * IMAGE_HEADER_BYTES  # (bytes after IEND: ignored)
+    url = _data_url("image/png", image) + "!" * (4 * 1024 * 1024)
+    assert data_url_image_size(url) == (64, 32)
+
+
+def test_a_header_beyond_the_prefix_falls_back_to_the_estimate() -> None:
+    url = _data_url("image/jpeg", _jpeg(64, 64, padding=IMAGE_HEADER_BYTES + 1000))
+    assert data_url_image_size(url) is None
+    count = count_image({"url": url, "detail": "high"}, "gpt-4o")
+    assert (count.tokens, count.estimated) == (765, True)
+    assert data_url_image_size(_data_url("image/jpeg", _jpeg(64, 64, padding=1000))) == (64, 64)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com/cat.png",
+        "data:image/png;base64,not base64 at all%%%",
+        "data:image/png;base64," + base64.b64encode(b"not an image").decode(),
+        "data:image/png," + "x" * 100,  # not base64
+        "data:image/svg+xml;base64," + base64.b64encode(b"<svg width='9'/>").decode(),
+        "data:image/png;base64",  # no comma
+    ],
+)
+def test_an_image_of_unknown_size_is_estimated_as_1024_square(url: str) -> None:
+    high = count_image({"url": url, "detail": "high"}, "gpt-4o")
+    assert (high.tokens, high.estimated) == (765, True)
+    auto = count_prompt([_image(url)], _model("gpt-4o"))
+    assert auto.tokens == 3 + 1 + 765 + 3
+    assert auto.estimated
+
+
+def test_a_low_detail_image_costs_the_base_whatever_its_url() -> None:
+    count = count_image({"url": "https://example.com/cat.png", "detail": "low"}, "gpt-4o")
+    assert (count.tokens, count.estimated) == (85, False)
+
+
+def test_models_outside_the_tile_table_are_estimated() -> None:
+    url = _data_url("image/png", _png(16, 16))
+    assert not count_image({"url": url}, "gpt-4.1-2025-04-14").estimated
+    assert count_image({"url": url}, "gpt-4.1-mini").estimated  # billed by patches
+    assert count_image({"url": url}, "llama3.2-vision").estimated
+
+
+def test_an_old_big_image_makes_its_message_droppable() -> None:
+    big = _data_url("image/png", _png(2048, 2048))  # 4 tiles at 768×768: 765 tokens
+    messages = [
+        _words("system", 5, "sys"),
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "u1 look"}, _image(big)["content"][0]],
+        },
+        _words("assistant", 10, "a1"),
+        _words("user", 10, "u2"),
+    ]
+    model = ModelInfo("gpt-4o", 700, "o200k_base")
+    fitted = fit_to_context(messages, model, 100, 0)
+    assert [m["role"] for m in fitted.messages] == ["system", "assistant", "user"]
+    assert fitted.prompt_tokens == count_messages(fitted.messages, "o200k_base", model="gpt-4o")
+    assert fitted.prompt_tokens + 100 <= 700
+    roomy = fit_to_context(messages, ModelInfo("gpt-4o", 2000, "o200k_base"), 100, 0)
+    assert roomy.dropped == 0
+    assert roomy.prompt_tokens > 765
+
+
+def test_the_estimate_flag_reaches_the_fitted_prompt() -> None:
+    model = ModelInfo("gpt-4o", 10_000, "o200k_base")
+    url = _image("https://example.com/cat.png")
+    fitted = fit_to_context([url, _words("user", 3, "u")], model, 100, 0)
+    assert fitted.estimated
+    exact = _image(_data_url("image/png", _png(8, 8)))
+    assert not fit_to_context([exact, _words("user", 3, "u")], model, 100, 0).estimated
