@@ -19,7 +19,10 @@ What else a prompt holds, and how it is counted (``count_prompt``, ``fit_to_cont
 - ``tool_call_id``, like every string field: its text;
 - an ``image_url`` part: OpenAI's image accounting (``image_tokens``), its size read from a
   data URL's header (``data_url_image_size``); an estimate when the size is unknown (an
-  http(s) URL: the gateway never fetches it), assumed 1024×1024 (``count_image``).
+  http(s) URL: the gateway never fetches it), assumed 1024×1024 (``count_image``);
+- an ``input_audio`` part: about 10 tokens per second of audio, the duration from its size
+  (``count_audio``), always an estimate;
+- a ``file`` part: nothing (its text or pages are not extracted here), flagged estimated.
 
 Whether any part of a count is an estimate is kept with it (``TokenCount.estimated``,
 ``FittedPrompt.estimated``), so whoever reports the count can say so.
@@ -35,7 +38,9 @@ import io
 import json
 import math
 import os
+import struct
 import tempfile
+import wave
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -336,6 +341,18 @@ def image_tokens(width: int, height: int, detail: str = "auto", model: str = "gp
     return rates.base + rates.tile * tiles
 
 
+def _decode_prefix(data: str, start: int, size: int) -> bytes | None:
+    """At most the first ``size`` bytes of the base64 text at ``data[start:]`` (whitespace
+    skipped), decoding no more than that; None when it is not base64."""
+    chars = size * 4 // 3  # base64: 4 characters per 3 bytes
+    prefix = "".join(data[start : start + chars].split())
+    prefix = prefix[: len(prefix) // 4 * 4]
+    try:
+        return base64.b64decode(prefix, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
 def data_url_image_size(url: str) -> tuple[int, int] | None:
     """The (width, height) a base64 PNG, JPEG, GIF or WebP data URL's header gives, read
     by ``imagesize`` from at most the first ``IMAGE_HEADER_BYTES`` decoded bytes (never the
@@ -351,12 +368,8 @@ def data_url_image_size(url: str) -> tuple[int, int] | None:
         p.strip().lower() for p in params
     ):
         return None
-    chars = IMAGE_HEADER_BYTES * 4 // 3  # base64: 4 characters per 3 bytes
-    prefix = "".join(url[comma + 1 : comma + 1 + chars].split())
-    prefix = prefix[: len(prefix) // 4 * 4]
-    try:
-        header = base64.b64decode(prefix, validate=True)
-    except (binascii.Error, ValueError):
+    header = _decode_prefix(url, comma + 1, IMAGE_HEADER_BYTES)
+    if header is None:
         return None
     # a file object, never a str (imagesize would read a URL over HTTP, a str as a path)
     width, height = imagesize.get(io.BytesIO(header), exif_rotation=False)
@@ -380,6 +393,43 @@ def count_image(image_url: dict[str, Any], model: str) -> TokenCount:
     estimated = size is None or not rates.documented
     width, height = size or ASSUMED_IMAGE_SIZE
     return TokenCount(image_tokens(width, height, detail, model), estimated)
+
+
+# -- audio ------------------------------------------------------------------------------
+
+# OpenAI bills a user's audio at about 1 token per 100 ms (the Realtime guide's figure;
+# the chat audio models do not document theirs)
+AUDIO_TOKENS_PER_SECOND = 10
+# a WAV's byte rate is read from its header; these when it cannot be (or for mp3)
+ASSUMED_AUDIO_BYTES_PER_SECOND = {"wav": 32_000, "mp3": 16_000}  # 16 kHz 16-bit mono; 128 kbit/s
+_WAV_HEADER_BYTES = 4096
+
+
+def _wav_byte_rate(header: bytes) -> int | None:
+    try:
+        with wave.open(io.BytesIO(header)) as wav:
+            rate = wav.getframerate() * wav.getnchannels() * wav.getsampwidth()
+    except (wave.Error, EOFError, ValueError, struct.error):
+        return None
+    return rate if rate > 0 else None
+
+
+def count_audio(input_audio: dict[str, Any]) -> TokenCount:
+    """An ``input_audio`` part's tokens, always an estimate: its duration (the decoded
+    size, ¾ of the base64 length, over the byte rate: a WAV header's, or 32 000 bytes/s
+    for a WAV without one (16 kHz 16-bit mono) and 16 000 for mp3 (128 kbit/s)) at
+    ``AUDIO_TOKENS_PER_SECOND``."""
+    data = input_audio.get("data")
+    if not isinstance(data, str) or not data:
+        return TokenCount(0, True)
+    fmt = input_audio.get("format")
+    rate = ASSUMED_AUDIO_BYTES_PER_SECOND.get(fmt if isinstance(fmt, str) else "", 32_000)
+    if fmt == "wav":
+        header = _decode_prefix(data, 0, _WAV_HEADER_BYTES)
+        rate = (_wav_byte_rate(header) if header else None) or rate
+    size = len(data) * 3 // 4 - data[-2:].count("=")  # (padding decodes to nothing)
+    seconds = size / rate
+    return TokenCount(max(1, math.ceil(seconds * AUDIO_TOKENS_PER_SECOND)), True)
 
 
 # -- messages ---------------------------------------------------------------------------
@@ -421,7 +471,9 @@ def _count_parts(parts: list[Any], encoding: str, model: str) -> TokenCount:
             text.append(_text(value))
         elif kind == "image_url":
             count += count_image(value if isinstance(value, dict) else {}, model)
-        else:  # a part this module does not know
+        elif kind == "input_audio":
+            count += count_audio(value if isinstance(value, dict) else {})
+        else:  # a file (its text or pages are not counted), or a part not known here
             count += TokenCount(0, True)
     return count + TokenCount(count_text("".join(text), encoding))
 

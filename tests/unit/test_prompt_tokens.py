@@ -8,7 +8,9 @@ gpt-4o-mini, as the API counted them) and the vision guide's image examples.
 from __future__ import annotations
 
 import base64
+import io
 import struct
+import wave
 import zlib
 from typing import Any
 
@@ -20,6 +22,7 @@ from sluice.tokens import (
     GPT4_TOOLS,
     GPT4O_TOOLS,
     IMAGE_HEADER_BYTES,
+    count_audio,
     count_image,
     count_message,
     count_messages,
@@ -457,3 +460,50 @@ def test_the_estimate_flag_reaches_the_fitted_prompt() -> None:
     assert fitted.estimated
     exact = _image(_data_url("image/png", _png(8, 8)))
     assert not fit_to_context([exact, _words("user", 3, "u")], model, 100, 0).estimated
+
+
+# -- audio and files (estimates) ----------------------------------------------------------
+
+
+def _wav(seconds: float, rate: int = 16_000, channels: int = 1) -> str:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(channels)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(b"\x00\x00" * channels * int(rate * seconds))
+    return base64.b64encode(out.getvalue()).decode()
+
+
+def test_audio_is_estimated_at_ten_tokens_a_second() -> None:
+    two_seconds = count_audio({"data": _wav(2.0), "format": "wav"})
+    assert (two_seconds.tokens, two_seconds.estimated) == (21, True)  # (the 44-byte header)
+    # the byte rate is the header's: 2 s of 44.1 kHz stereo is still about 20 tokens
+    stereo = count_audio({"data": _wav(2.0, rate=44_100, channels=2), "format": "wav"})
+    assert stereo.tokens == 21
+    # mp3: no header read, 128 kbit/s assumed
+    mp3 = base64.b64encode(b"\xff\xfb" * 16_000).decode()  # 32 000 bytes: 2 s
+    assert count_audio({"data": mp3, "format": "mp3"}).tokens == 20
+    assert count_audio({"data": "", "format": "wav"}) == count_audio({})
+
+
+def test_audio_and_file_parts_mark_the_prompt_estimated() -> None:
+    model = _model("gpt-4o-audio-preview")
+    audio = {
+        "role": "user",
+        "content": [{"type": "input_audio", "input_audio": {"data": _wav(1.0), "format": "wav"}}],
+    }
+    count = count_prompt([audio], model)
+    assert count.estimated
+    assert count.tokens == 3 + 1 + 11 + 3
+    file = {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "Summarise"},
+            {"type": "file", "file": {"file_id": "file-abc", "filename": "a.pdf"}},
+        ],
+    }
+    count = count_prompt([file], model)
+    enc = "o200k_base"
+    assert count.tokens == 3 + count_text("user", enc) + count_text("Summarise", enc) + 3
+    assert count.estimated
