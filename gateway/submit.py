@@ -67,6 +67,7 @@ def submit(svc: Services, params: ChatParameters, *, follow: bool = False) -> Su
             model=params.model,
             request=upstream_request,
             prompt_tokens=fitted.prompt_tokens,
+            prompt_tokens_estimated=fitted.estimated,
             truncated_messages=fitted.dropped,
             owner=owner,
             idempotency_key=idempotency_key,
@@ -118,7 +119,10 @@ def _upstream_request(svc: Services, params: ChatParameters) -> tuple[FittedProm
     gets: the parameters its family accepts (``sluice.models.upstream_parameters``)."""
     info = lookup(params.model, svc.settings.default_context_window)
     messages = [m.model_dump(exclude_unset=True) for m in params.messages]  # as sent
-    fitted = fit_to_context(messages, info, params.reply_limit, svc.settings.reply_reserve_tokens)
+    tools = [t.model_dump(exclude_none=True) for t in params.tools or ()]
+    fitted = fit_to_context(
+        messages, info, params.reply_limit, svc.settings.reply_reserve_tokens, tools=tools
+    )
     body = {
         "model": params.model,
         "messages": upstream_messages(info, fitted.messages),

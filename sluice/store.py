@@ -127,6 +127,8 @@ class Job:
     request: dict[str, Any]
     owner: str
     queue: str = ""
+    # the prompt count includes an estimate (an image whose size is unknown, a file)
+    prompt_tokens_estimated: bool = False
     # a user's own upstream key, encrypted (sluice.keyvault); None: use the server's key
     sealed_upstream_key: str | None = field(default=None, repr=False)
 
@@ -153,6 +155,7 @@ class Job:
             request=json.loads(h.get("request", "{}")),
             owner=h.get("owner", ""),
             queue=h.get("queue", ""),
+            prompt_tokens_estimated=h.get("prompt_tokens_estimated") == "1",
             sealed_upstream_key=h.get("upstream_key") or None,
         )
 
@@ -191,6 +194,7 @@ class JobStore:
         owner: str = "",
         idempotency_key: str | None = None,
         sealed_upstream_key: str | None = None,
+        prompt_tokens_estimated: bool = False,
     ) -> tuple[Job, bool]:
         """Store a new queued job; returns ``(job, created)``.
 
@@ -215,6 +219,7 @@ class JobStore:
             "last_event_id": 0,
             "prompt_tokens": prompt_tokens,
             "truncated_messages": truncated_messages,
+            "prompt_tokens_estimated": int(prompt_tokens_estimated),
             "request": json.dumps(request, ensure_ascii=False),
             "owner": owner,
             "queue": self.settings.queue,

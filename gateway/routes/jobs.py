@@ -57,6 +57,7 @@ def create_job() -> Response:
         "model": job.model,
         "created_at": job.created_at,
         "prompt_tokens": job.prompt_tokens,
+        "prompt_tokens_estimated": job.prompt_tokens_estimated,
         "truncated_messages": job.truncated_messages,
         **links(job),
     }
@@ -97,6 +98,7 @@ def snapshot(job: Job) -> dict[str, Any]:
         "finished_at": job.finished_at,
         "attempt": job.attempt,
         "prompt_tokens": job.prompt_tokens,
+        "prompt_tokens_estimated": job.prompt_tokens_estimated,
         "truncated_messages": job.truncated_messages,
         "choices": transcript.choice_list(),
         "usage": transcript.usage,

@@ -56,6 +56,7 @@ JOB = {
         "url": {"type": "string"},
         "events_url": {"type": "string"},
         "prompt_tokens": {"type": "integer"},
+        "prompt_tokens_estimated": {"type": "boolean"},
         "truncated_messages": {"type": "integer"},
         "choices": {"type": "array"},
         "usage": {},

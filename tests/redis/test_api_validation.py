@@ -360,3 +360,21 @@ def test_sluice_vendor_parameters_names_more_fields_to_forward(redis_url: str) -
         assert stored_request(api, job["id"])["my_knob"] == {"x": 1}
         status, error = post(api, with_(other_knob=1))
         assert status == 400 and error["error"]["param"] == "other_knob"
+
+
+def test_tool_definitions_and_images_count_in_the_prompt_and_estimates_are_marked(
+    api: FlaskClient,
+) -> None:
+    _, plain = post(api, GOOD)
+    _, with_tools = post(api, with_(tools=[WEATHER]))
+    assert with_tools["prompt_tokens"] > plain["prompt_tokens"]
+    assert plain["prompt_tokens_estimated"] is False
+    low = {"type": "image_url", "image_url": {"url": PNG, "detail": "low"}}
+    _, known = post(api, with_(messages=user({"type": "text", "text": "hi"}, low)))
+    assert known["prompt_tokens"] >= plain["prompt_tokens"] + 85  # OpenAI's low-detail 85
+    assert known["prompt_tokens_estimated"] is False  # a data URL's size is read
+    remote = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+    _, unknown = post(api, with_(messages=user({"type": "text", "text": "hi"}, remote)))
+    assert unknown["prompt_tokens_estimated"] is True  # never fetched: estimated
+    poll = api.get(unknown["url"]).get_json()
+    assert poll["prompt_tokens_estimated"] is True
