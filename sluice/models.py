@@ -17,6 +17,8 @@ to know: Sluice sends one request shape per family.
 | ``logit_bias`` | dropped | sent |
 | ``n``, ``stop``, ``user``, ``seed`` | sent | sent |
 | ``reasoning_effort``, ``verbosity``, ``service_tier``, ``metadata``, ``store`` | sent | sent |
+| ``tools``, ``tool_choice``, ``parallel_tool_calls``, ``response_format`` | sent | sent |
+| ``logprobs``, ``top_logprobs``, ``prediction``, vendor parameters | sent | sent |
 | a ``developer`` message | sent | as ``system`` |
 
 Other models get ``reasoning_effort`` and the rest as sent: one that refuses a parameter
