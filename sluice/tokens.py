@@ -293,17 +293,19 @@ class ImageRates:
 
 GPT4O_IMAGES = ImageRates(85, 170)
 GPT4O_MINI_IMAGES = ImageRates(2833, 5667)
-# OpenAI's vision guide, "Calculating costs": the 512-px tile table. gpt-4.1-mini and
-# -nano, o4-mini (and gpt-5…) are billed otherwise (32-px patches), so they and the models
-# Sluice does not know get gpt-4o's figures as an estimate.
+# OpenAI's vision guide, "Calculating costs": the 512-px tile table (o1 and o3: 75 base,
+# 150 a tile; gpt-5: 70 and 140). gpt-4.1-mini and -nano, o4-mini and gpt-5-mini/-nano are
+# billed otherwise (32-px patches), so they (gpt-5's family shares one prefix here) and the
+# models Sluice does not know get a tile figure as an estimate.
 _IMAGE_RATES = {
     "gpt-4o": GPT4O_IMAGES,
     "chatgpt-4o": GPT4O_IMAGES,
     "gpt-4o-mini": GPT4O_MINI_IMAGES,
     "gpt-4.1": GPT4O_IMAGES,
     "gpt-4.5": GPT4O_IMAGES,
-    "o1": GPT4O_IMAGES,
-    "o3": GPT4O_IMAGES,
+    "o1": ImageRates(75, 150),
+    "o3": ImageRates(75, 150),
+    "gpt-5": ImageRates(70, 140, documented=False),
 }
 _ESTIMATED_IMAGES = ImageRates(GPT4O_IMAGES.base, GPT4O_IMAGES.tile, documented=False)
 # an image whose size Sluice cannot know (a URL: the gateway never fetches it) is counted
