@@ -14,11 +14,12 @@ import { Sluice, SluiceError } from "./sluice.js";
 const STORE_SETTINGS = "sluice.settings.v1";
 const STORE_CHAT = "sluice.conversation.v1";
 const NUMBER_FIELDS = ["temperature", "top_p", "max_tokens", "presence_penalty", "frequency_penalty"];
-// The gateway refuses request bodies over SLUICE_MAX_BODY_BYTES (1,000,000 by default). An
-// image travels as a base64 data URL, a third larger than the file: 500 kB of image is
-// about 667 kB of request, which leaves room for the conversation's text.
-const MAX_BODY_BYTES = 1_000_000;
-const MAX_IMAGE_BYTES = 500_000;
+// The gateway refuses request bodies over SLUICE_MAX_BODY_BYTES (10,000,000 by default). An
+// image travels as a base64 data URL, a third larger than the file: 5 MB of image is about
+// 6.7 MB of request, which leaves room for the conversation's text. (A gateway configured
+// lower answers 413, which the page reports.)
+const MAX_BODY_BYTES = 10_000_000;
+const MAX_IMAGE_BYTES = 5_000_000;
 const IMAGE_TYPES = { png: "image/png", jpeg: "image/jpeg", gif: "image/gif", webp: "image/webp" };
 const DATA_URL = /^data:image\/(png|jpeg|gif|webp);base64,[A-Za-z0-9+/]*={0,2}$/;
 
@@ -63,15 +64,17 @@ function load(key, fallback) {
 }
 
 function save() {
-  try {
-    localStorage.setItem(STORE_CHAT, JSON.stringify(conversation));
-  } catch {
-    // over the browser's storage quota (images are big): keep the words, not the pictures
-    const light = conversation.map((m) => (m.image ? { ...m, image: { name: m.image.name, size: m.image.size } } : m));
+  // Over the browser's storage quota (a few MB; images are big), the oldest pictures are
+  // not kept, the words always are. This tab keeps them all while it is open.
+  let stored = conversation;
+  for (;;) {
     try {
-      localStorage.setItem(STORE_CHAT, JSON.stringify(light));
+      localStorage.setItem(STORE_CHAT, JSON.stringify(stored));
+      return;
     } catch {
-      // nothing more to shed; the conversation lives on in this tab
+      const oldest = stored.findIndex((m) => m.image?.url);
+      if (oldest === -1) return; // nothing more to shed
+      stored = stored.map((m, i) => (i === oldest ? { ...m, image: { name: m.image.name, size: m.image.size } } : m));
     }
   }
 }
@@ -142,6 +145,7 @@ const ERROR_WORDS = {
   context_length_exceeded: "The conversation is too long for this model.",
   network_error: "The gateway cannot be reached.",
   unauthorized: "This server needs an access key: enter it under Model and parameters.",
+  payload_too_large: "The message is too large for this server (its request size limit): attach a smaller image or start a new chat.",
 };
 
 function describeError(error) {
@@ -157,7 +161,9 @@ function element(tag, className, text) {
 }
 
 function formatBytes(bytes) {
-  return bytes < 1000 ? `${bytes} bytes` : `${Math.round(bytes / 100) / 10} kB`;
+  if (bytes < 1000) return `${bytes} bytes`;
+  if (bytes < 1_000_000) return `${Math.round(bytes / 100) / 10} kB`;
+  return `${Math.round(bytes / 100_000) / 10} MB`;
 }
 
 /** A tool call's arguments for reading: pretty-printed once they are complete JSON. */
@@ -572,7 +578,8 @@ async function attachFile(file) {
     return;
   }
   if (file.size > MAX_IMAGE_BYTES) {
-    attachError(`“${file.name}” is ${formatBytes(file.size)}: images can be up to ${formatBytes(MAX_IMAGE_BYTES)} (the gateway's request size limit).`);
+    const size = `${file.size.toLocaleString("en-US")} bytes`;
+    attachError(`“${file.name}” is ${size}: images can be up to ${formatBytes(MAX_IMAGE_BYTES)}, to fit the gateway's request size limit.`);
     return;
   }
   const url = await readDataUrl(new Blob([file], { type }));

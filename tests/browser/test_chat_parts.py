@@ -150,7 +150,7 @@ def test_reasoning_is_shown_collapsed_above_the_answer(page: Page, upstream: Fak
 def test_an_attached_image_is_sent_as_a_data_url_part(page: Page, upstream: FakeUpstream) -> None:
     set_model(page, "openai")
     png = tiny_png()
-    expect(page.locator("#attach-hint")).to_contain_text("500 kB")
+    expect(page.locator("#attach-hint")).to_contain_text("up to 5 MB")
     attach(page, "dot.png", png)
     preview = page.locator("#attachment")
     expect(preview).to_be_visible()
@@ -177,13 +177,38 @@ def test_an_attached_image_is_sent_as_a_data_url_part(page: Page, upstream: Fake
     assert again[0]["content"][1]["image_url"]["url"] == url
 
 
+def test_older_images_give_way_when_the_request_would_outgrow_the_body_limit(
+    page: Page, upstream: FakeUpstream
+) -> None:
+    set_model(page, "openai")
+    big = tiny_png() + b"\x00" * 4_900_000  # 6.5 MB as a data URL: two exceed 10 MB
+    attach(page, "first.png", big)
+    first = f"first picture {secrets.token_hex(3)}"
+    send(page, first)
+    wait_status(page, "succeeded", timeout=60_000)
+    attach(page, "second.png", big)
+    second = f"second picture {secrets.token_hex(3)}"
+    send(page, second)
+    wait_status(page, "succeeded", timeout=60_000)
+    messages = recorded_with(upstream, second)["messages"]
+    assert messages[0]["content"] == [
+        {"type": "text", "text": first},
+        {"type": "text", "text": "[an image, first.png, was attached here]"},
+    ]
+    assert messages[-1]["content"][1]["type"] == "image_url"
+    expect(page.locator(f"{LAST_ANSWER} >> .note.notice")).to_contain_text(
+        "1 earlier image was left out to fit the gateway's request size limit"
+    )
+
+
 def test_a_too_large_image_and_a_non_image_are_refused_with_a_message(page: Page) -> None:
-    big = tiny_png() + b"\x00" * 500_001
+    big = tiny_png() + b"\x00" * 5_000_000
     attach(page, "big.png", big)
     error = page.locator("#attach-error")
     expect(error).to_be_visible()
     expect(error).to_contain_text("big.png")
-    expect(error).to_contain_text("up to 500 kB")
+    expect(error).to_contain_text(f"{len(big):,} bytes")
+    expect(error).to_contain_text("up to 5 MB")
     expect(page.locator("#attachment")).to_be_hidden()
     text = b"just some words, named like a picture"
     attach(page, "fake.png", text)
