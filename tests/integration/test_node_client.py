@@ -1,4 +1,5 @@
-"""A small Node test: the npm package eventsource-parser reads the gateway's streams."""
+"""The Node tests in web/test: the npm package eventsource-parser reads the gateway's streams,
+and gateway/static/sluice.js assembles tool calls, reasoning and refusals."""
 
 from __future__ import annotations
 
@@ -30,5 +31,5 @@ def test_eventsource_parser_reads_the_event_stream(gateway_url: str) -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert re.search(r"^# pass 3$", result.stdout, re.MULTILINE), result.stdout
+    assert re.search(r"^# pass 7$", result.stdout, re.MULTILINE), result.stdout
     assert re.search(r"^# fail 0$", result.stdout, re.MULTILINE)
