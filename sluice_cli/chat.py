@@ -3,19 +3,26 @@
     python -m sluice_cli chat "Write a haiku about queues"
     echo '[{"role": "user", "content": "Hi"}]' | python -m sluice_cli chat --model gpt-4o
     cat notes.txt | python -m sluice_cli chat
+    python -m sluice_cli chat --image photo.png "What is in this picture?"
+    python -m sluice_cli chat --json "Three primes as JSON: {\"primes\": [...]}"
 
 The answer streams to stdout as it is written; the job id, reconnects and the usage go to
-stderr, so stdout holds just the answer. Ctrl-C cancels the job on the server. A dropped
-connection (a gateway restart, a network blip) resumes with ``Last-Event-ID``: nothing is
-lost or repeated.
+stderr, so stdout holds just the answer. What the model writes besides text goes to
+stdout too, each on lines of its own: a tool call as ``[tool call <name>] <arguments>``, a
+refusal as ``[refusal] <text>``. Its reasoning goes to stderr with ``--reasoning``. Ctrl-C
+cancels the job on the server. A dropped connection (a gateway restart, a network blip)
+resumes with ``Last-Event-ID``: nothing is lost or repeated.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
+import re
 import sys
 import time
+from pathlib import Path
 from typing import Any, TextIO
 
 import requests
@@ -26,6 +33,23 @@ from sluice.sse_decoder import SSEDecoder
 
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
+# what a file's first bytes say it is: the image types OpenAI accepts
+IMAGE_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+
+
+# Model output is untrusted: on a terminal, escape sequences and other control characters
+# (all but newline and tab) are shown as their code, so an answer cannot move the cursor,
+# retitle the window or hide text. Piped output is left byte for byte as the model wrote it.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(text: str) -> str:
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 class ChatError(Exception):
@@ -57,6 +81,36 @@ def read_messages(prompt: str | None, stdin: TextIO, system: str | None) -> list
     return messages
 
 
+def image_part(path: str) -> dict[str, Any]:
+    """A file as an ``image_url`` content part with a base64 data URL."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ChatError(f"cannot read {path}: {exc.strerror or exc}") from None
+    mime = next((m for sig, m in IMAGE_SIGNATURES if data.startswith(sig)), None)
+    if mime is None and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        mime = "image/webp"
+    if mime is None:
+        raise ChatError(f"{path} is not a PNG, JPEG, GIF or WebP image")
+    url = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+    return {"type": "image_url", "image_url": {"url": url, "detail": "auto"}}
+
+
+def attach_images(messages: list[dict[str, Any]], parts: list[dict[str, Any]]) -> None:
+    """Add image parts to the last user message (its text becomes a text part)."""
+    if not parts:
+        return
+    last = next((m for m in reversed(messages) if m.get("role") == "user"), None)
+    if last is None:
+        raise ChatError("--image needs a user message to go with")
+    content = last.get("content")
+    if isinstance(content, str):
+        content = [{"type": "text", "text": content}] if content else []
+    elif not isinstance(content, list):
+        content = []
+    last["content"] = [*content, *parts]
+
+
 class Chat:
     def __init__(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> None:
         self.base = args.url.rstrip("/")
@@ -67,8 +121,15 @@ class Chat:
             self.session.headers["X-Upstream-Api-Key"] = args.upstream_key
         self.max_reconnects = args.max_reconnects
         self.read_timeout = args.read_timeout
+        self.show_reasoning = getattr(args, "reasoning", False)
+        self.tty = _isatty(out)
+        self.err_tty = _isatty(err)
         self.job_id: str | None = None
         self.last = 0  # the last event id printed
+        self.at_line_start = True  # stdout's last character was a newline (or none yet)
+        self.section: tuple[str, int] | None = None  # ("content"|"refusal"|"tool", call)
+        self.calls: dict[int, dict[str, str]] = {}  # choice 0's tool calls: id, name
+        self.reasoning = "none"  # "none", "open" (stderr is mid-line), "closed"
 
     def note(self, text: str) -> None:
         print(text, file=self.err, flush=True)
@@ -128,14 +189,65 @@ class Chat:
             return None
         self.last = seq
         payload = json.loads(data)
-        if kind == "delta" and payload.get("index", 0) == 0 and payload.get("content"):
-            self.out.write(payload["content"])
-            self.out.flush()
+        if kind == "delta" and payload.get("index", 0) == 0:
+            self._delta(payload)
         elif kind == "reset":
+            self.section, self.calls = None, {}
+            self.end_reasoning()
+            self.reasoning = "none"
             self.note("\n[the job restarted; the answer begins again]")
         elif kind in ("done", "error", "cancelled"):
             return {"type": kind, **payload}
         return None
+
+    def _write(self, text: str) -> None:
+        if text:
+            self.out.write(terminal_safe(text) if self.tty else text)
+            self.out.flush()
+            self.at_line_start = text.endswith("\n")
+
+    def _begin(self, section: tuple[str, int], header: str) -> None:
+        """Start a part of the answer on a line of its own, unless it is the current one."""
+        if self.section == section:
+            return
+        if self.section is not None and not self.at_line_start:
+            self._write("\n")
+        self.section = section
+        self._write(header)
+
+    def _delta(self, payload: dict[str, Any]) -> None:
+        """One fragment of choice 0 (docs/events.md): text, refusal, tool call, reasoning."""
+        if isinstance(payload.get("reasoning"), str):
+            if self.show_reasoning and payload["reasoning"]:
+                if self.reasoning == "none":
+                    self.err.write("[reasoning] ")
+                self.reasoning = "open"
+                text = payload["reasoning"]
+                self.err.write(terminal_safe(text) if self.err_tty else text)
+                self.err.flush()
+            return
+        self.end_reasoning()
+        if isinstance(payload.get("content"), str):
+            if payload["content"]:
+                self._begin(("content", 0), "")
+                self._write(payload["content"])
+        elif isinstance(payload.get("refusal"), str):
+            if payload["refusal"]:
+                self._begin(("refusal", 0), "[refusal] ")
+                self._write(payload["refusal"])
+        elif isinstance(payload.get("tool_call"), dict):
+            fragment = payload["tool_call"]
+            index = fragment.get("index", 0)
+            call = self.calls.setdefault(index, {"name": ""})
+            call["name"] = call["name"] or str(fragment.get("name") or "")
+            self._begin(("tool", index), f"[tool call {call['name'] or '?'}] ")
+            self._write(str(fragment.get("arguments") or ""))
+
+    def end_reasoning(self) -> None:
+        """End the reasoning's line on stderr once the answer proper begins."""
+        if self.reasoning == "open":
+            self.note("")
+            self.reasoning = "closed"
 
     def cancel(self) -> None:
         if self.job_id is None:
@@ -144,6 +256,13 @@ class Chat:
             self.session.post(f"{self.base}/v1/jobs/{self.job_id}/cancel", timeout=10)
         except requests.RequestException as exc:
             self.note(f"[could not cancel: {exc}]")
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def format_usage(terminal: dict[str, Any]) -> str:
@@ -171,6 +290,21 @@ def parser() -> argparse.ArgumentParser:
     chat.add_argument("--temperature", type=float)
     chat.add_argument("--max-tokens", type=int)
     chat.add_argument(
+        "--json",
+        action="store_true",
+        help='ask for one JSON object (response_format json_object; say "JSON" in the prompt)',
+    )
+    chat.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="attach a PNG, JPEG, GIF or WebP image to the message (repeatable)",
+    )
+    chat.add_argument(
+        "--reasoning", action="store_true", help="print the model's reasoning to stderr"
+    )
+    chat.add_argument(
         "--upstream-key",
         default=read_env("SLUICE_UPSTREAM_API_KEY"),
         help="your own upstream API key for this job (env SLUICE_UPSTREAM_API_KEY)",
@@ -192,6 +326,9 @@ def main(argv: list[str] | None = None, stdin: TextIO = sys.stdin) -> int:
             params["temperature"] = args.temperature
         if args.max_tokens is not None:
             params["max_tokens"] = args.max_tokens
+        if args.json:
+            params["response_format"] = {"type": "json_object"}
+        attach_images(params["messages"], [image_part(path) for path in args.image])
         terminal = chat.follow(chat.start(params))
     except KeyboardInterrupt:
         chat.cancel()
@@ -201,6 +338,7 @@ def main(argv: list[str] | None = None, stdin: TextIO = sys.stdin) -> int:
         chat.note(f"error: {exc}")
         return EXIT_FAILED
     print(file=sys.stdout, flush=True)
+    chat.end_reasoning()
     if terminal["type"] == "error":
         error = terminal.get("error", {})
         status = f" (upstream status {error['status']})" if error.get("status") else ""

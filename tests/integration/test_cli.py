@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import secrets
@@ -9,15 +11,21 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
+from pathlib import Path
 
 import httpx
 import pytest
 
-from devtools.fake_upstream import FakeUpstream, expected_reply
+from devtools.fake_upstream import FakeUpstream, expected_reasoning, expected_reply
 from tests.helpers.stack import RestartableGateway
 from tests.helpers.support import ROOT, upstream_body
 
 pytestmark = pytest.mark.integration
+PNG = (  # a 1×1 PNG's signature and header chunk: what image readers look at
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00"
+    + zlib.crc32(b"IHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00").to_bytes(4, "big")
+)
 
 
 def cli(gateway_url: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -110,3 +118,91 @@ def test_without_a_prompt_or_stdin_it_explains_itself() -> None:
         env={**os.environ},
     )  # fmt: skip
     assert result.returncode == 1 and "give a prompt" in result.stderr
+
+
+def job_of(gateway_url: str, stderr: str) -> dict:
+    job_id = stderr.split("[job ")[1].split("]")[0]
+    return httpx.get(f"{gateway_url}/v1/jobs/{job_id}").json()
+
+
+def test_tool_calls_print_on_lines_of_their_own(gateway_url: str) -> None:
+    result = cli(gateway_url, "--model", "tools;calls=2", "weather in Paris and Tokyo?")
+    assert result.returncode == 0, result.stderr
+    calls = job_of(gateway_url, result.stderr)["choices"][0]["tool_calls"]
+    assert len(calls) == 2
+    expected = "".join(
+        f"[tool call {c['function']['name']}] {c['function']['arguments']}\n" for c in calls
+    )
+    assert result.stdout == expected
+    assert "finish: tool_calls" in result.stderr
+
+
+def test_a_refusal_prints_marked_as_one(gateway_url: str) -> None:
+    result = cli(gateway_url, "--model", "refusal", "something bad")
+    assert result.returncode == 0, result.stderr
+    refusal = job_of(gateway_url, result.stderr)["choices"][0]["refusal"]
+    assert refusal and result.stdout == f"[refusal] {refusal}\n"
+
+
+def test_reasoning_goes_to_stderr_when_asked(gateway_url: str, upstream: FakeUpstream) -> None:
+    prompt = f"think {secrets.token_hex(3)}"
+    quiet = cli(gateway_url, "--model", "reasoning", prompt)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "[reasoning]" not in quiet.stderr
+    result = cli(gateway_url, "--model", "reasoning", "--reasoning", prompt)
+    assert result.returncode == 0, result.stderr
+    body = upstream_body(upstream, prompt)
+    assert result.stdout == quiet.stdout == expected_reply(body) + "\n"
+    assert f"[reasoning] {expected_reasoning(body)}\n" in result.stderr
+
+
+def test_json_and_an_image_reach_the_upstream(
+    gateway_url: str, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    png = tmp_path / "dot.png"
+    png.write_bytes(PNG)
+    prompt = f"describe it as JSON {secrets.token_hex(3)}"
+    result = cli(gateway_url, "--model", "openai", "--json", "--image", str(png), prompt)
+    assert result.returncode == 0, result.stderr
+    body = next(
+        r.body for r in reversed(upstream.requests)
+        if r.body and r.body.get("messages") and isinstance(r.body["messages"][-1]["content"], list)
+        and r.body["messages"][-1]["content"][0].get("text") == prompt
+    )  # fmt: skip
+    url = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    assert body["messages"][-1]["content"] == [
+        {"type": "text", "text": prompt},
+        {"type": "image_url", "image_url": {"url": url, "detail": "auto"}},
+    ]
+    assert body["response_format"] == {"type": "json_object"}
+    assert "[1 image]" in result.stdout
+    text = tmp_path / "notes.png"
+    text.write_text("not a picture")
+    refused = cli(gateway_url, "--model", "openai", "--image", str(text), "hi")
+    assert refused.returncode == 1
+    assert "is not a PNG, JPEG, GIF or WebP image" in refused.stderr
+
+
+def test_control_characters_in_model_output_are_shown_not_obeyed_on_a_terminal() -> None:
+    from sluice_cli.chat import Chat, parser
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    out, err = Terminal(), io.StringIO()
+    chat = Chat(parser().parse_args(["chat", "--url", "http://x", "hi"]), out, err)
+    evil = "\x1b]0;pwned\x07\x1b[2J"
+    events = [
+        ("delta", {"index": 0, "content": f"ok{evil}\tfine\n"}),
+        ("delta", {"index": 0, "tool_call": {"index": 0, "id": "c", "name": f"n{evil}",
+                                             "arguments": "{}"}}),
+    ]  # fmt: skip
+    for i, (kind, data) in enumerate(events, 1):
+        chat._apply(kind, str(i), json.dumps(data))
+    shown = "\\x1b]0;pwned\\x07\\x1b[2J"
+    assert out.getvalue() == f"ok{shown}\tfine\n[tool call n{shown}] {{}}"
+    piped = io.StringIO()  # not a terminal: byte for byte
+    chat = Chat(parser().parse_args(["chat", "--url", "http://x", "hi"]), piped, err)
+    chat._apply(*events[0][:1], "1", json.dumps(events[0][1]))
+    assert piped.getvalue() == f"ok{evil}\tfine\n"
