@@ -643,7 +643,7 @@ if (unfinished?.role === "assistant" && unfinished.job?.status === "streaming" &
   setBusy(true);
   const view = messageView(unfinished);
   els.messages.lastElementChild.replaceWith(view.article);
-  unfinished.content = "";
+  copyChoice(unfinished, null); // the stream replays it from its first event
   follow(unfinished, view);
 } else {
   setBusy(false);

@@ -23,7 +23,7 @@ from devtools.fake_upstream import FakeUpstream, expected_reasoning
 from sluice.settings import Settings
 from tests.helpers.stack import RestartableGateway as Gateway
 
-from .test_chat_page import LAST_ANSWER, send, set_model, wait_status
+from .test_chat_page import LAST_ANSWER, SCREENSHOTS, send, set_model, wait_status
 
 pytestmark = pytest.mark.integration
 XSS = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
@@ -97,6 +97,8 @@ def test_tool_calls_are_shown_per_call_with_pretty_printed_arguments(
     assert len(calls) == 2
     shown = page.locator(f"{LAST_ANSWER} >> details.tool-call")
     expect(shown).to_have_count(2)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "chat-tool-calls.png"))
     for i, call in enumerate(calls):
         view = shown.nth(i)
         expect(view).to_have_attribute("open", "")
