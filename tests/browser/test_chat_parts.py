@@ -13,6 +13,7 @@ import json
 import secrets
 import struct
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -58,9 +59,9 @@ def recorded_with(upstream: FakeUpstream, marker: str) -> dict[str, Any]:
 
 def follow_injected(
     page: Page, settings: Settings, events: list[tuple[str, dict]], **job: Any
-) -> str:
+) -> Callable[[list[tuple[str, dict]]], None]:
     """Write ``events`` into a new job's log and have the page follow it (as after a
-    reload mid-answer); returns the job id."""
+    reload mid-answer); returns a function that appends more."""
     from sluice.events import Event
     from sluice.redis_client import make_redis
     from sluice.store import JobStore
@@ -68,8 +69,12 @@ def follow_injected(
     store = JobStore(make_redis(settings), settings)
     created, _ = store.create(model="m", request={}, prompt_tokens=1, truncated_messages=0)
     store.claim(created.id)  # appends `started`
-    for kind, data in events:
-        store.append(created.id, [Event(kind, data)])
+
+    def append(more: list[tuple[str, dict]]) -> None:
+        for kind, data in more:
+            store.append(created.id, [Event(kind, data)])
+
+    append(events)
     conversation = [
         {"role": "user", "content": "question"},
         {"role": "assistant", "content": "",
@@ -79,7 +84,7 @@ def follow_injected(
         "c => localStorage.setItem('sluice.conversation.v1', JSON.stringify(c))", conversation
     )
     page.reload()
-    return created.id
+    return append
 
 
 def poll(gateway: Gateway, page: Page) -> dict[str, Any]:
@@ -223,7 +228,7 @@ def test_a_too_large_image_and_a_non_image_are_refused_with_a_message(page: Page
 
 
 def test_json_output_sends_response_format_and_shows_the_answer_as_json(
-    page: Page, upstream: FakeUpstream, settings: Settings
+    page: Page, upstream: FakeUpstream, settings: Settings, browser_gateway: Gateway
 ) -> None:
     set_model(page, "openai")
     page.check("#json-mode")
@@ -231,6 +236,11 @@ def test_json_output_sends_response_format_and_shows_the_answer_as_json(
     send(page, prompt)
     wait_status(page, "succeeded")
     assert recorded_with(upstream, prompt)["response_format"] == {"type": "json_object"}
+    content = poll(browser_gateway, page)["choices"][0]["content"]
+    pretty = json.dumps(json.loads(content), indent=2, ensure_ascii=False)
+    assert pretty != content  # the fake upstream answers compact JSON
+    block = page.locator(f"{LAST_ANSWER} >> .body pre.json-output code")
+    assert block.inner_text() == pretty
     page.reload()
     expect(page.locator("#json-mode")).to_be_checked()  # the toggle is kept
     page.uncheck("#json-mode")
@@ -252,6 +262,26 @@ def test_json_output_sends_response_format_and_shows_the_answer_as_json(
     assert block.inner_text() == json.dumps(answer, indent=2)
     assert page.locator(f"{LAST_ANSWER} >> .body b").count() == 0
     assert page.evaluate("window.__xss") is None
+
+
+def test_reasoning_and_tool_calls_as_they_stream(page: Page, settings: Settings) -> None:
+    """ "Thinking…" while the model only reasons; a call's arguments as written until they
+    are complete JSON, then pretty-printed."""
+    args = json.dumps({"city": "Paris", "days": [1, 2]})
+    append = follow_injected(page, settings, [("delta", {"index": 0, "reasoning": "Hmm."})])
+    reasoning = page.locator(f"{LAST_ANSWER} >> details.reasoning")
+    expect(reasoning.locator("summary")).to_have_text("Thinking…")
+    call = {"index": 0, "id": "call_1", "type": "function", "name": "forecast"}
+    append([("delta", {"index": 0, "tool_call": {**call, "arguments": args[:12]}})])
+    view = page.locator(f"{LAST_ANSWER} >> details.tool-call")
+    expect(view.locator(".tool-arguments")).to_have_text(args[:12])
+    expect(view).to_have_attribute("data-complete", "false")
+    expect(reasoning.locator("summary")).to_have_text("Reasoning")
+    append([("delta", {"index": 0, "tool_call": {"index": 0, "arguments": args[12:]}})])
+    expect(view).to_have_attribute("data-complete", "true")
+    assert view.locator(".tool-arguments").inner_text() == json.dumps(json.loads(args), indent=2)
+    append([("done", {"finish_reasons": ["tool_calls"], "usage": None})])
+    wait_status(page, "succeeded")
 
 
 def test_model_output_in_tool_calls_reasoning_and_refusals_never_runs(
