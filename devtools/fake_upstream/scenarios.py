@@ -30,7 +30,8 @@ Tool calls
     objects recursively), compact JSON (``{"city":"Paris"}``, ``{}`` without parameters); a
     custom tool's input is "Input for <name> from the Sluice demo upstream.". Streamed as
     OpenAI does: the first call's id/type/name (``"call_"`` + 24 letters and digits, empty
-    arguments) on the role chunk (``content: null, refusal: null``), then the arguments in
+    arguments) on the role chunk (``content: null, refusal: null``; with ``reasoning``, in a
+    chunk of its own after the reasoning), then the arguments in
     ``replies.ARGUMENT_PIECE`` (4) character fragments (``{"index": k, "function":
     {"arguments": piece}}``, ``"custom": {"input": piece}``), each further call's header
     (``index`` k, own id) then its fragments; ``finish_reason: "tool_calls"`` (``length``
