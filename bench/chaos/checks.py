@@ -22,6 +22,7 @@ from typing import Any
 from bench.chaos.faults import Fault
 from bench.chaos.load import Received, Session
 from devtools.fake_upstream import RecordedRequest, expected_reply
+from sluice.events import Event, fold
 
 # error type -> the fault kinds that can explain it
 EXPLAINED_BY: dict[str, tuple[str, ...]] = {
@@ -98,6 +99,28 @@ def texts(events: list[Received]) -> tuple[dict[int, str], dict[int, str]]:
     return content, reasoning
 
 
+def tool_calls(events: list[Received]) -> dict[int, list[dict[str, Any]]]:
+    """The tool calls a client rebuilds from these events, per choice (docs/events.md)."""
+    transcript = fold((e.id, Event(e.event, e.data).entry()) for e in events)
+    return {i: c.tool_call_list() for i, c in transcript.choices.items() if c.tool_calls}
+
+
+def _calls_prefix(got: dict[int, list[dict[str, Any]]], sent: dict[int, list[dict]]) -> bool:
+    """Each rebuilt call is the start of the one the upstream sent: the same id, type and
+    name, arguments that begin its arguments (a job stopped mid-call holds a prefix)."""
+    for i, calls in got.items():
+        theirs = sent.get(i, [])
+        if len(calls) > len(theirs):
+            return False
+        for call, sent_call in zip(calls, theirs, strict=False):
+            mine, their = call["function"], sent_call.get("function", {})
+            if call["id"] != sent_call.get("id") or mine["name"] != their.get("name"):
+                return False
+            if not their.get("arguments", "").startswith(mine["arguments"]):
+                return False
+    return True
+
+
 def after_last_reset(events: list[Received]) -> list[Received]:
     resets = [i for i, e in enumerate(events) if e.event == "reset"]
     return events[resets[-1] + 1 :] if resets else events
@@ -167,16 +190,20 @@ def _check_job(
     verdict.terminals[label] += 1
     tail = after_last_reset(events)
     content, reasoning = texts(tail)
+    calls = tool_calls(tail)
     request = _request_of_last_attempt(session, tail, by_id, by_prompt, worker_log, verdict,
                                        content)  # fmt: skip
     sent = {i: t for i, t in (request.sent if request else {}).items() if t}
     sent_reasoning = {i: t for i, t in (request.reasoning_sent if request else {}).items() if t}
+    sent_calls = {i: c for i, c in (request.tool_calls_sent if request else {}).items() if c}
     if terminal.event == "cancelled" or _error_type(terminal) == "worker_lost":
         # ended by someone else than the attempt streaming it (a cancel, the reaper at
         # the attempt limit): the upstream went on until the worker saw it, or the
         # worker died with appends in flight, so what the log holds is a prefix
-        prefix = all(sent.get(i, "").startswith(t) for i, t in content.items()) and all(
-            sent_reasoning.get(i, "").startswith(t) for i, t in reasoning.items()
+        prefix = (
+            all(sent.get(i, "").startswith(t) for i, t in content.items())
+            and all(sent_reasoning.get(i, "").startswith(t) for i, t in reasoning.items())
+            and _calls_prefix(calls, sent_calls)
         )
         if not prefix:
             verdict.fail(session, f"cancelled with text {content!r:.200} that is not a prefix "
@@ -184,6 +211,9 @@ def _check_job(
     elif content != sent or reasoning != sent_reasoning:
         verdict.fail(session, f"text differs from what the upstream sent for the last attempt: "
                      f"got {content!r:.200} sent {sent!r:.200}")  # fmt: skip
+    elif calls != sent_calls:
+        verdict.fail(session, f"tool calls differ from what the upstream sent for the last "
+                     f"attempt: got {calls!r:.300} sent {sent_calls!r:.300}")  # fmt: skip
     if terminal.event == "done":
         _check_done(session, terminal, request, content, verdict)
     elif terminal.event == "error":
@@ -200,7 +230,7 @@ def _check_job(
     cancelled = session.cancel is not None and session.cancel.get("status") == "cancelled"
     if cancelled and terminal.event != "cancelled":
         verdict.fail(session, f"the cancel answered cancelled, the stream ended {label}")
-    _check_poll(session, polls.get(session.job_id or ""), terminal, content, verdict)
+    _check_poll(session, polls.get(session.job_id or ""), terminal, content, calls, verdict)
     _check_sdk(session, events, content, verdict)
 
 
@@ -264,6 +294,7 @@ def _check_poll(
     poll: dict[str, Any] | None,
     terminal: Received,
     content: dict[int, str],
+    calls: dict[int, list[dict[str, Any]]],
     verdict: Verdict,
 ) -> None:
     if poll is None:
@@ -274,6 +305,9 @@ def _check_poll(
     polled = {c["index"]: c["content"] for c in poll["choices"] if c["content"]}
     if polled != content:
         verdict.fail(session, f"poll text {polled!r:.200} differs from the stream's")
+    polled_calls = {c["index"]: c["tool_calls"] for c in poll["choices"] if c.get("tool_calls")}
+    if polled_calls != calls:
+        verdict.fail(session, f"poll tool calls {polled_calls!r:.200} differ from the stream's")
     if poll["last_event_id"] != terminal.id:
         verdict.fail(session, f"poll last_event_id {poll['last_event_id']} != {terminal.id}")
 

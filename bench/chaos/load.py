@@ -7,7 +7,8 @@ ended without a terminal event, or an error answer, it reconnects with ``Last-Ev
 an ``Idempotency-Key`` and are retried on a connection error or a 503, after its
 ``Retry-After``. The kinds (``KINDS``) are the shapes of real use: short and long
 answers, two choices, reasoning, cancels, slow readers, clients that drop on purpose,
-``"stream": true`` and the OpenAI SDK on ``/v1/chat/completions``.
+``"stream": true``, the OpenAI SDK on ``/v1/chat/completions``, and parallel tool calls
+whose arguments arrive in fragments.
 """
 
 from __future__ import annotations
@@ -46,8 +47,17 @@ KINDS: dict[str, tuple[float, str]] = {
     "dropper": (15, "slow;delay=0.02;words=30"),
     "stream_post": (10, "slow;delay=0.02;words=16"),
     "sdk": (8, "slow;delay=0.02;words=14"),
+    "tools": (8, "slow;delay=0.01;calls=2"),
     "probe": (0, "openai;words=3"),
 }
+
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"},
+                                         "unit": {"enum": ["celsius", "fahrenheit"]}}}}},
+    {"type": "function", "function": {"name": "get_time", "parameters": {
+        "type": "object", "properties": {"zone": {"type": "string"}}}}},
+]  # fmt: skip
 
 
 @dataclass
@@ -114,6 +124,8 @@ class Client:
         }
         if session.kind == "n2":
             session.body["n"] = 2
+        if session.kind == "tools":  # two parallel calls, each in 4-character fragments
+            session.body["tools"] = TOOLS
         session.started = time.monotonic()
         try:
             if session.kind == "sdk":
