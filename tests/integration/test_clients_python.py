@@ -622,6 +622,10 @@ def test_llamaindex_tool_result_round_trip(child_results: dict[str, Any], upstre
 def test_llamaindex_structured_output(child_results: dict[str, Any], upstream: Any) -> None:
     result = from_child(child_results, "llama/structured")
     assert result == {"predicted": FORECAST, "sllm": FORECAST}
+    for name in ("llama-structured", "llama-sllm"):
+        body = body_for(upstream, prompt_for(name))  # a forced call of a Forecast tool
+        assert [t["function"]["name"] for t in body["tools"]] == ["Forecast"]
+        assert body["tool_choice"] == "required" and body["parallel_tool_calls"] is False
 
 
 def test_llamaindex_logprobs_and_image(child_results: dict[str, Any], upstream: Any) -> None:
