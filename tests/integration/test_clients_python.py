@@ -757,6 +757,8 @@ def litellm_completion(gateway_url: str) -> Callable[..., Any]:
     return completion
 
 
+# litellm's stream_chunk_builder builds pydantic schemas of TypedDicts with ReadOnly items
+@pytest.mark.filterwarnings("ignore:Item .* is using the `ReadOnly` qualifier:UserWarning")
 @pytest.mark.parametrize("stream", [False, True])
 def test_litellm_parallel_tool_calls(
     litellm_completion: Callable[..., Any], upstream: Any, stream: bool
