@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import openai  # the venv's 3.x here; 2.x in the child, which has .venv/openai2 first
 import pytest
 from pydantic import BaseModel
 
@@ -175,7 +176,7 @@ def openai_tools_stream_helper(client: Any, tag: str) -> dict[str, Any]:
     with client.chat.completions.stream(
         model="gpt-4o-mini",
         messages=[{"role": "user", "content": prompt_for(f"{tag}-tools-helper")}],
-        tools=[client_pydantic_tool(GetWeather)],
+        tools=[openai.pydantic_function_tool(GetWeather)],
     ) as stream:
         events = [event.type for event in stream]
         final = stream.get_final_completion()
@@ -186,12 +187,6 @@ def openai_tools_stream_helper(client: Any, tag: str) -> dict[str, Any]:
         "parsed": call.function.parsed_arguments.model_dump(),
         "finish_reason": final.choices[0].finish_reason,
     }
-
-
-def client_pydantic_tool(model: type[BaseModel]) -> Any:
-    import openai
-
-    return openai.pydantic_function_tool(model)
 
 
 def openai_round_trip(client: Any, tag: str) -> dict[str, Any]:
@@ -407,8 +402,6 @@ LLAMA_SCENARIOS: dict[str, Callable[[str], dict[str, Any]]] = {
 def child_main() -> None:
     """In the child: run every openai 2.x and LlamaIndex scenario against argv[1] (the
     gateway's /v1) and print one JSON line, each result or the traceback that ended it."""
-    import openai
-
     base_url, run = sys.argv[1], sys.argv[2]
     global RUN
     RUN = run
@@ -479,8 +472,6 @@ def sdk(request: pytest.FixtureRequest, gateway_url: str) -> Iterator[Sdk]:
         results = request.getfixturevalue("child_results")
         yield Sdk("openai-2", lambda name: from_child(results, f"openai/{name}"))
         return
-    import openai
-
     assert openai.__version__.startswith("3."), openai.__version__
     client = openai.OpenAI(base_url=f"{gateway_url}/v1", api_key="not-used", max_retries=0)
     yield Sdk("openai-3", lambda name: OPENAI_SCENARIOS[name](client, "openai-3"))
