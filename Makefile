@@ -7,12 +7,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test test-unit test-redis test-integration test-browser node-deps openai2 lint format clean vendor bench
 
-# --no-compile: a process compiles what it imports, once; the client libraries' unused
-# modules (litellm, boto3, LangChain) are never compiled
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet --no-compile -r requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
 # openai 2.x beside the venv's 3.x, for the client tests (tests/integration/
