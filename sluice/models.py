@@ -28,6 +28,7 @@ says so to the client, nothing is dropped silently. ``developer`` goes to them a
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +68,6 @@ KNOWN_MODELS: dict[str, tuple[int, str]] = {
     "gpt-3.5-turbo-instruct": (4_096, CL100K),
     "gpt-3.5-turbo": (16_385, CL100K),
 }
-_PREFIXES = sorted(KNOWN_MODELS, key=len, reverse=True)
 REASONING_FAMILIES = ("o1", "o3", "o4", "gpt-5")
 NOT_REASONING = ("gpt-5-chat",)
 
@@ -78,12 +78,19 @@ def is_reasoning(model: str) -> bool:
     return any(model == f or model.startswith((f + "-", f + ".")) for f in REASONING_FAMILIES)
 
 
+def family_of(model: str, families: Iterable[str] = KNOWN_MODELS) -> str | None:
+    """The longest of ``families`` that ``model`` is, or is a dated or suffixed snapshot
+    of (``gpt-4o-2024-08-06`` and ``gpt-4o.1`` are ``gpt-4o``); None when none is."""
+    matching = [f for f in families if model == f or model.startswith((f + "-", f + "."))]
+    return max(matching, key=len, default=None)
+
+
 def lookup(model: str, default_context_window: int) -> ModelInfo:
-    for prefix in _PREFIXES:
-        if model == prefix or model.startswith(prefix + "-") or model.startswith(prefix + "."):
-            window, encoding = KNOWN_MODELS[prefix]
-            return ModelInfo(model, window, encoding, reasoning=is_reasoning(model))
-    return ModelInfo(model, default_context_window, O200K, known=False)
+    family = family_of(model)
+    if family is None:
+        return ModelInfo(model, default_context_window, O200K, known=False)
+    window, encoding = KNOWN_MODELS[family]
+    return ModelInfo(model, window, encoding, reasoning=is_reasoning(model))
 
 
 DROPPED_FOR_REASONING = ("temperature", "top_p", "presence_penalty", "frequency_penalty",

@@ -53,7 +53,8 @@ import imagesize  # type: ignore[import-untyped]  # (no py.typed): get() returns
 import tiktoken
 
 from sluice.errors import ContextLengthExceeded
-from sluice.models import CL100K, KNOWN_MODELS, ModelInfo, lookup
+from sluice.images import image_type
+from sluice.models import CL100K, KNOWN_MODELS, ModelInfo, family_of, lookup
 from sluice.settings import read_env
 
 _BLOB = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
@@ -144,13 +145,8 @@ _FAMILIES = (*KNOWN_MODELS, "gpt-4o-mini", "gpt-4.1-mini", "gpt-4.1-nano")
 
 def model_family(model: str) -> str | None:
     """The longest known family ``model`` belongs to (``gpt-4o-mini-2024-07-18`` →
-    ``gpt-4o-mini``), by the rule ``sluice.models.lookup`` uses; None when unknown."""
-    best: str | None = None
-    for family in _FAMILIES:
-        matches = model == family or model.startswith((family + "-", family + "."))
-        if matches and (best is None or len(family) > len(best)):
-            best = family
-    return best
+    ``gpt-4o-mini``), by ``sluice.models.lookup``'s rule; None when unknown."""
+    return family_of(model, _FAMILIES)
 
 
 def _json(value: Any) -> str:
@@ -356,14 +352,6 @@ def _decode_prefix(data: str, start: int, size: int) -> bytes | None:
         return None
 
 
-def _is_accepted_image(header: bytes) -> bool:
-    """PNG, JPEG, GIF or WebP by their signature (what OpenAI accepts), whatever the data
-    URL's type says: only those reach ``imagesize``'s readers (not its SVG, TIFF… ones)."""
-    return header.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8", b"GIF87a", b"GIF89a")) or (
-        header[:4] == b"RIFF" and header[8:12] == b"WEBP"
-    )
-
-
 def data_url_image_size(url: str) -> tuple[int, int] | None:
     """The (width, height) a base64 PNG, JPEG, GIF or WebP data URL's header gives, read
     by ``imagesize`` from at most the first ``IMAGE_HEADER_BYTES`` decoded bytes (never the
@@ -380,7 +368,8 @@ def data_url_image_size(url: str) -> tuple[int, int] | None:
     ):
         return None
     header = _decode_prefix(url, comma + 1, IMAGE_HEADER_BYTES)
-    if header is None or not _is_accepted_image(header):
+    # only PNG, JPEG, GIF and WebP reach imagesize's readers (not its SVG, TIFF… ones)
+    if header is None or image_type(header) is None:
         return None
     # a file object, never a str (imagesize would read a URL over HTTP, a str as a path)
     width, height = imagesize.get(io.BytesIO(header), exif_rotation=False)

@@ -28,20 +28,12 @@ from typing import Any, TextIO
 import requests
 
 from sluice.events import parse_event_id
+from sluice.images import image_type
 from sluice.settings import read_env
 from sluice.sse_decoder import SSEDecoder
 
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
-# what a file's first bytes say it is: the image types OpenAI accepts
-IMAGE_SIGNATURES = (
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"GIF87a", "image/gif"),
-    (b"GIF89a", "image/gif"),
-)
-
-
 # Model output is untrusted: on a terminal, escape sequences and other control characters
 # (all but newline and tab) are shown as their code, so an answer cannot move the cursor,
 # retitle the window or hide text. Piped output is left byte for byte as the model wrote it.
@@ -87,9 +79,7 @@ def image_part(path: str) -> dict[str, Any]:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise ChatError(f"cannot read {path}: {exc.strerror or exc}") from None
-    mime = next((m for sig, m in IMAGE_SIGNATURES if data.startswith(sig)), None)
-    if mime is None and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        mime = "image/webp"
+    mime = image_type(data)
     if mime is None:
         raise ChatError(f"{path} is not a PNG, JPEG, GIF or WebP image")
     url = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
