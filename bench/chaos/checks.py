@@ -196,10 +196,13 @@ def _check_job(
     sent = {i: t for i, t in (request.sent if request else {}).items() if t}
     sent_reasoning = {i: t for i, t in (request.reasoning_sent if request else {}).items() if t}
     sent_calls = {i: c for i, c in (request.tool_calls_sent if request else {}).items() if c}
-    if terminal.event == "cancelled" or _error_type(terminal) == "worker_lost":
+    if terminal.event in ("cancelled", "error"):
         # ended by someone else than the attempt streaming it (a cancel, the reaper at
         # the attempt limit): the upstream went on until the worker saw it, or the
-        # worker died with appends in flight, so what the log holds is a prefix
+        # worker died with appends in flight; or the attempt failed and stopped reading
+        # (its read timed out just before a stall ended, its connection broke with bytes
+        # in flight): what the upstream wrote after that never reached it. What the log
+        # holds is then a prefix (a lost or repeated piece inside it still fails)
         prefix = (
             all(sent.get(i, "").startswith(t) for i, t in content.items())
             and all(sent_reasoning.get(i, "").startswith(t) for i, t in reasoning.items())
