@@ -25,7 +25,12 @@ from sluice.errors import NotFound, Unauthorized
 from sluice.settings import Settings
 
 PUBLIC_PREFIXES = ("/static/", "/healthz", "/readyz", "/openapi.json", "/metrics")
-EVENTS_ENDPOINT = "jobs.job_events"  # the one route a signed token opens
+# the routes a signed token opens, each with its path parameter and the token's field
+# for it: a job's events, and a conversation's (``/v1/conversations/<id>/events``)
+TOKEN_ROUTES = {
+    "jobs.job_events": ("job_id", "j"),
+    "conversations.conversation_events": ("conversation_id", "c"),
+}
 
 
 def owner_id(key: str) -> str:
@@ -60,26 +65,30 @@ class AccessControl:
                 g.owner = owner
                 return
         token = events_token()
-        if token and request.endpoint == EVENTS_ENDPOINT and request.view_args:
-            job_id = str(request.view_args.get("job_id", ""))
-            token_owner = self.events_token_owner(job_id, token)
+        route = TOKEN_ROUTES.get(request.endpoint or "")
+        if token and route and request.view_args:
+            subject = str(request.view_args.get(route[0], ""))
+            token_owner = self.events_token_owner(subject, token, route[1])
             if token_owner is None:
-                raise NotFound(f"no job {job_id!r} (it may have expired)")
+                raise NotFound(f"no such {route[0][:-3]} {subject!r} (it may have expired)")
             g.owner = token_owner
             return
         raise Unauthorized("send a valid access key: Authorization: Bearer <key>")
 
-    def events_token(self, job_id: str, owner: str) -> str | None:
+    def events_token(self, subject: str, owner: str, kind: str = "j") -> str | None:
+        """A token that opens the events of one job (``kind`` "j") or one conversation
+        ("c") for ``owner``."""
         if self._tokens is None:
             return None
-        return self._tokens.dumps({"j": job_id, "o": owner})
+        return self._tokens.dumps({kind: subject, "o": owner})
 
-    def events_token_owner(self, job_id: str, token: str) -> str | None:
-        """The owner a valid token for this job was issued to, else None."""
+    def events_token_owner(self, subject: str, token: str, kind: str = "j") -> str | None:
+        """The owner a valid token for this job (or conversation) was issued to, else
+        None."""
         if self._tokens is None:
             return None
         try:
             data = self._tokens.loads(token, max_age=self.token_ttl)
         except BadSignature:
             return None
-        return data.get("o") if isinstance(data, dict) and data.get("j") == job_id else None
+        return data.get("o") if isinstance(data, dict) and data.get(kind) == subject else None

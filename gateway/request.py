@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from flask import g, request
 from pydantic import (
@@ -67,6 +67,8 @@ Bias = Annotated[float, Field(ge=-100, le=100)]
 Text = Annotated[str, StringConstraints(max_length=MAX_MESSAGE_CHARS)]
 # OpenAI's rule for function and tool names
 ToolName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
+# a conversation id (an AI SDK chat id, a UUID, an app's own): printable ASCII, no spaces
+ConversationId = Annotated[str, StringConstraints(pattern=r"^[!-~]{1,128}$")]
 JSONObject = dict[str, Any]
 
 
@@ -487,10 +489,22 @@ class ChatParameters(BaseModel):
         """The answer's token limit (``max_completion_tokens`` is OpenAI's newer name)."""
         return self.max_completion_tokens or self.max_tokens or None
 
+    # fields that are about the job, not the completion: never sent upstream
+    JOB_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {
+            "model",
+            "messages",
+            "max_completion_tokens",
+            "stream",
+            "stream_options",
+            "conversation_id",
+        }
+    )
+
     def optional_parameters(self) -> dict[str, Any]:
         """The optional parameters that were set, with one ``max_tokens``."""
         out = self.model_dump(
-            exclude={"model", "messages", "max_completion_tokens", "stream", "stream_options"},
+            exclude=set(self.JOB_FIELDS),
             exclude_none=True,
             by_alias=True,
         )
@@ -501,7 +515,16 @@ class ChatParameters(BaseModel):
 
 
 class JobRequest(ChatParameters):
-    """``POST /v1/jobs``: the chat parameters, and whether to answer with the stream."""
+    """``POST /v1/jobs``: the chat parameters, whether to answer with the stream, and
+    the conversation the job is a turn of."""
+
+    conversation_id: ConversationId | None = Field(
+        default=None,
+        description=(
+            "the conversation this job is a turn of: GET /v1/conversations/{id}/events "
+            "follows its latest job; one job at a time (409 conversation_busy while one runs)"
+        ),
+    )
 
     stream: bool = Field(
         default=False,

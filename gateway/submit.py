@@ -1,10 +1,11 @@
 """Starting a job: the steps from validated parameters to a queued job, in order.
 
-``submit`` is the whole story: wait for a submission slot; refuse when the queue is full;
-seal the caller's own upstream key; count the prompt and trim old messages to fit the
-context window; build the request the upstream will get; store the job (or find the one
-its ``Idempotency-Key`` started); subscribe to its events when this request will stream
-them; enqueue it; log it. Subscribing after the job is stored and before it is queued
+``submit`` is the whole story: wait for a submission slot; refuse when the queue is full
+or when the job's conversation has a job still running; seal the caller's own upstream
+key; count the prompt and trim old messages to fit the context window; build the request
+the upstream will get; store the job (or find the one its ``Idempotency-Key`` started);
+make it its conversation's latest job; subscribe to its events when this request will
+stream them; enqueue it; log it. Subscribing after the job is stored and before it is queued
 means even a worker that starts it at once cannot publish an event this stream then has
 to fetch again from the log: the first delta goes out live, one hop after the upstream
 sent it.
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from gateway import request
 from gateway.feed import JobFeed
 from gateway.request import ChatParameters
-from sluice.errors import InvalidRequest, Overloaded, ServiceUnavailable
+from sluice.errors import ConversationBusy, InvalidRequest, Overloaded, ServiceUnavailable
 from sluice.logs import job_event
 from sluice.models import lookup, upstream_messages, upstream_parameters
 from sluice.store import Job
@@ -54,13 +55,25 @@ class Submission:
     feed: JobFeed | None  # subscribed before the job was queued, when following
 
 
-def submit(svc: Services, params: ChatParameters, *, follow: bool = False) -> Submission:
+def submit(
+    svc: Services,
+    params: ChatParameters,
+    *,
+    follow: bool = False,
+    conversation: str | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Submission:
     """Start a job from ``params`` and what the request says (its owner, its
-    ``Idempotency-Key``, its own upstream key); with ``follow``, its feed too."""
+    ``Idempotency-Key``, its own upstream key); with ``follow``, its feed too.
+
+    ``conversation``: the job becomes the conversation's latest, unless its latest is
+    still running (``ConversationBusy``, a 409). ``meta``: what the route keeps with the
+    job to render it later (``Job.meta``)."""
     owner, idempotency_key = request.owner(), request.idempotency_key()
     user_key = request.upstream_key()
     with svc.submissions.slot():
         _refuse_when_full(svc)
+        previous = _conversation_free(svc, owner, conversation)
         sealed = _seal(svc, user_key)
         fitted, upstream_request = _upstream_request(svc, params)
         job, created = svc.store.create(
@@ -72,9 +85,16 @@ def submit(svc: Services, params: ChatParameters, *, follow: bool = False) -> Su
             owner=owner,
             idempotency_key=idempotency_key,
             sealed_upstream_key=sealed,
+            meta=meta,
+            conversation=conversation,
         )
         if not created:  # a replay: its stream subscribes when it starts
             return Submission(job, False, svc.feed(job.id, 0) if follow else None)
+        if conversation is not None and not svc.store.point_conversation(
+            owner, conversation, job.id, previous
+        ):  # another submit to this conversation got there first
+            svc.store.withdraw(job.id, idempotency_key, owner)
+            raise ConversationBusy(conversation, svc.store.conversation_job_id(owner, conversation))
         feed = svc.feed(job.id, 0) if follow else None
         try:
             if feed is not None:
@@ -100,6 +120,17 @@ def _refuse_when_full(svc: Services) -> None:
             "refusing a job: %d jobs are waiting (limit %d)", waiting, svc.settings.max_queued
         )
         raise Overloaded(f"{waiting} jobs are waiting to run; try again shortly", retry_after=5)
+
+
+def _conversation_free(svc: Services, owner: str, conversation: str | None) -> str:
+    """The id of the conversation's latest job ('' for none), which must have ended."""
+    if conversation is None:
+        return ""
+    latest_id = svc.store.conversation_job_id(owner, conversation)
+    latest = svc.store.get(latest_id) if latest_id else None
+    if latest is not None and not latest.ended:
+        raise ConversationBusy(conversation, latest.id)
+    return latest_id
 
 
 def _seal(svc: Services, user_key: str | None) -> str | None:

@@ -15,6 +15,8 @@ route answers with it). Nothing else builds an error body by hand.
     ├── NotFound                     not_found                  404
     │   └── JobGone                  not_found                  404  (expired meanwhile)
     ├── MethodNotAllowed             method_not_allowed         405
+    ├── ConversationBusy             conversation_busy          409  (one job at a time)
+    ├── CursorGone                   cursor_gone                410  (no such event)
     ├── JobStopped                   job_stopped                409  (a writer must stop)
     │   ├── JobAlreadyEnded          job_ended                  409
     │   └── AttemptSuperseded        attempt_superseded         409
@@ -123,6 +125,33 @@ class MethodNotAllowed(SluiceError):
 
     type = "method_not_allowed"
     status = 405
+
+
+class ConversationBusy(SluiceError):
+    """The conversation's latest job is still running: one job at a time per
+    conversation (cancel it, or wait for its end, then submit again)."""
+
+    type = "conversation_busy"
+    status = 409
+
+    def __init__(self, conversation_id: str, job_id: str) -> None:
+        super().__init__(
+            f"conversation {conversation_id!r} has a job still running ({job_id}); "
+            "cancel it or wait for it to end, then submit again",
+            param="conversation_id",
+        )
+        self.job_id = job_id
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "job_id": self.job_id}
+
+
+class CursorGone(SluiceError):
+    """A cursor this job's log cannot serve: past its last event, or into a log that
+    expired or was lost. Waiting would never bring the events: answer at once."""
+
+    type = "cursor_gone"
+    status = 410
 
 
 class JobStopped(SluiceError):

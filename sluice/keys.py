@@ -27,6 +27,11 @@ class Keys:
         """String: the job id an Idempotency-Key was first used for."""
         return f"{self.prefix}:idem:{key}"
 
+    def conversation(self, owner: str, conversation_id: str) -> str:
+        """String: the id of the conversation's latest job (one owner's conversations
+        only: the same id under another access key is another conversation)."""
+        return f"{self.prefix}:conv:{owner}:{conversation_id}"
+
     @property
     def workers(self) -> str:
         """Sorted set: worker processes by the time they last said they were alive."""

@@ -169,3 +169,14 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 if KEYS[3] ~= '' and redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
 return 1
 """
+
+# KEYS: a conversation's latest-job key
+# ARGV: the job id the caller saw there ('' = none), the new job id, ttl
+# Compare and set, so that of two submits to one conversation that both saw its last job
+# ended, only one becomes its job (the other is refused: ``ConversationBusy``).
+POINT_CONVERSATION = """
+local current = redis.call('GET', KEYS[1]) or ''
+if current ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+"""

@@ -131,6 +131,10 @@ class Job:
     prompt_tokens_estimated: bool = False
     # a user's own upstream key, encrypted (sluice.keyvault); None: use the server's key
     sealed_upstream_key: str | None = field(default=None, repr=False)
+    # what a projection keeps with the job to render it later (the Responses API's
+    # request echo and input items, a chat's UI messages); never read by the worker
+    meta: dict[str, Any] = field(default_factory=dict, repr=False)
+    conversation: str | None = None  # the conversation this job is a turn of
 
     @property
     def ended(self) -> bool:
@@ -157,6 +161,8 @@ class Job:
             queue=h.get("queue", ""),
             prompt_tokens_estimated=h.get("prompt_tokens_estimated") == "1",
             sealed_upstream_key=h.get("upstream_key") or None,
+            meta=json.loads(h["meta"]) if h.get("meta") else {},
+            conversation=h.get("conversation") or None,
         )
 
 
@@ -171,6 +177,7 @@ class JobStore:
         self._reap = client.register_script(scripts.REAP)
         self._release = client.register_script(scripts.RELEASE)
         self._withdraw = client.register_script(scripts.WITHDRAW)
+        self._point_conversation = client.register_script(scripts.POINT_CONVERSATION)
 
     def _log_keys(self, job_id: str) -> list[str]:
         """The keys of the scripts that write a job's log (``APPEND``, ``REAP``)."""
@@ -195,6 +202,8 @@ class JobStore:
         idempotency_key: str | None = None,
         sealed_upstream_key: str | None = None,
         prompt_tokens_estimated: bool = False,
+        meta: dict[str, Any] | None = None,
+        conversation: str | None = None,
     ) -> tuple[Job, bool]:
         """Store a new queued job; returns ``(job, created)``.
 
@@ -226,6 +235,10 @@ class JobStore:
         }
         if sealed_upstream_key:
             mapping["upstream_key"] = sealed_upstream_key
+        if meta:
+            mapping["meta"] = json.dumps(meta, ensure_ascii=False)
+        if conversation:
+            mapping["conversation"] = conversation
         key = self.keys.job(job_id)
         with self.redis.pipeline() as pipe:
             pipe.hset(key, mapping=cast("dict[Any, Any]", mapping))
@@ -249,6 +262,37 @@ class JobStore:
 
     def transcript(self, job_id: str) -> Transcript:
         return fold(self.read_events(job_id))
+
+    def log_length(self, job_id: str) -> int:
+        """How many events the job's log holds (fewer than its ``last_event_id`` when the
+        log expired or lost its tail)."""
+        return int(self.redis.llen(self.keys.events(job_id)))
+
+    def delete(self, job_id: str) -> None:
+        """Forget a job: its state and its log (an ended job; cancel a running one
+        first, or its worker's next write finds it gone and stops)."""
+        self.redis.delete(self.keys.job(job_id), self.keys.events(job_id))
+
+    # -- conversations ----------------------------------------------------------------------
+
+    def conversation_job_id(self, owner: str, conversation_id: str) -> str:
+        """The id of the conversation's latest job ('' when it has none)."""
+        value = self.redis.get(self.keys.conversation(owner, conversation_id))
+        return cast("str", value) if value else ""
+
+    def conversation_job(self, owner: str, conversation_id: str) -> Job | None:
+        """The conversation's latest job, if it has one that has not expired."""
+        job_id = self.conversation_job_id(owner, conversation_id)
+        return self.get(job_id) if job_id else None
+
+    def point_conversation(
+        self, owner: str, conversation_id: str, job_id: str, expected: str
+    ) -> bool:
+        """Make ``job_id`` the conversation's latest job if its latest is still
+        ``expected`` (compare and set); False when another submit got there first."""
+        key = self.keys.conversation(owner, conversation_id)
+        ttl = self.settings.max_job_age + self.settings.job_ttl
+        return bool(self._point_conversation(keys=[key], args=[expected, job_id, ttl]))
 
     # -- state changes --------------------------------------------------------------------
 

@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, url_for
 
 from gateway import request
+from gateway.cancel import cancel
 from gateway.request import JobRequest
 from gateway.services import Services, services
 from gateway.submit import submit
 from gateway.wire import stream_response
 from gateway.wire.sluice_sse import SluiceFrames
-from sluice.errors import InvalidRequest, NotFound
-from sluice.logs import job_event
-from sluice.metrics import JOBS
+from sluice.errors import CursorGone, InvalidRequest, NotFound
 from sluice.store import Job
-from sluice.tokens import estimate_usage
 
 bp = Blueprint("jobs", __name__)
-log = logging.getLogger("sluice.gateway")
 
 
 def job_or_404(job_id: str) -> Job:
@@ -33,14 +29,26 @@ def job_or_404(job_id: str) -> Job:
 
 def links(job: Job) -> dict[str, str]:
     """The job's URLs; ``events_url`` carries a signed token when access keys are on, so
-    a browser's ``EventSource`` (which cannot send headers) can open it."""
-    token = services().access.events_token(job.id, job.owner)
-    events_url = (
-        url_for("jobs.job_events", job_id=job.id, token=token)
-        if token
-        else url_for("jobs.job_events", job_id=job.id)
-    )
-    return {"url": url_for("jobs.get_job", job_id=job.id), "events_url": events_url}
+    a browser's ``EventSource`` (which cannot send headers) can open it. A job that is a
+    conversation's turn has its conversation's too (``conversation_events_url``)."""
+    access = services().access
+    token = access.events_token(job.id, job.owner)
+    out = {
+        "url": url_for("jobs.get_job", job_id=job.id),
+        "events_url": url_for("jobs.job_events", job_id=job.id, **_token(token)),
+    }
+    if job.conversation:
+        token = access.events_token(job.conversation, job.owner, "c")
+        out["conversation_events_url"] = url_for(
+            "conversations.conversation_events",
+            conversation_id=job.conversation,
+            **_token(token),
+        )
+    return out
+
+
+def _token(token: str | None) -> dict[str, Any]:
+    return {"token": token} if token else {}
 
 
 @bp.post("/v1/jobs")
@@ -49,7 +57,7 @@ def create_job() -> Response:
     params = request.chat_parameters(JobRequest, svc.settings.vendor_parameters)
     if params.stream:
         return _create_and_stream(svc, params)
-    job = submit(svc, params).job
+    job = submit(svc, params, conversation=params.conversation_id).job
     body = {
         "id": job.id,
         "object": "sluice.job",
@@ -59,6 +67,7 @@ def create_job() -> Response:
         "prompt_tokens": job.prompt_tokens,
         "prompt_tokens_estimated": job.prompt_tokens_estimated,
         "truncated_messages": job.truncated_messages,
+        "conversation_id": job.conversation,
         **links(job),
     }
     response = jsonify(body)
@@ -72,7 +81,7 @@ def _create_and_stream(svc: Services, params: JobRequest) -> Response:
     OpenAI's background mode with streaming). The stream subscribes before the job is
     queued, so no event has to be fetched again from the log; a client that loses it
     resumes from the ``X-Sluice-Events-Url`` header with ``Last-Event-ID``."""
-    submission = submit(svc, params, follow=True)
+    submission = submit(svc, params, follow=True, conversation=params.conversation_id)
     job, feed = submission.job, submission.feed
     assert feed is not None
     urls = links(job)
@@ -105,6 +114,7 @@ def snapshot(job: Job) -> dict[str, Any]:
         "usage_estimated": transcript.usage_estimated,
         "error": transcript.error,
         "last_event_id": transcript.last_event_id,
+        "conversation_id": job.conversation,
         **links(job),
     }
 
@@ -121,30 +131,34 @@ def job_events(job_id: str) -> Response:
     after = SluiceFrames.event_id(cursor)
     if after is None:
         raise InvalidRequest(f"{param} must be a non-negative integer event id", param=param)
+    svc = services()
+    check_cursor(svc, job, after, param)
+    if job.ended and after >= job.last_event_id:
+        return Response(status=204)  # stops EventSource from reconnecting
+    feed = svc.feed(job.id, after)
+    return stream_response(SluiceFrames(job.id, svc.settings.sse_retry_ms).frames(feed), feed)
+
+
+def check_cursor(svc: Services, job: Job, after: int, param: str) -> None:
+    """Refuse at once (410 ``cursor_gone``) a cursor the log cannot serve, which would
+    otherwise wait for events that never come or skip some silently: an id past the
+    job's last event (no client can have seen it), or a log that holds fewer events than
+    the job wrote (it expired, or Redis lost its tail)."""
     if after > job.last_event_id:
-        # an id no client can have seen: it would wait for events that never come
         where = "ended" if job.ended else "is"
-        raise InvalidRequest(
+        raise CursorGone(
             f"event {after} does not exist; the job {where} at event {job.last_event_id}",
             param=param,
         )
-    if job.ended and after >= job.last_event_id:
-        return Response(status=204)  # stops EventSource from reconnecting
-    svc = services()
-    feed = svc.feed(job.id, after)
-    return stream_response(SluiceFrames(job.id, svc.settings.sse_retry_ms).frames(feed), feed)
+    if job.last_event_id and svc.store.log_length(job.id) < job.last_event_id:
+        raise CursorGone(
+            f"the job's log no longer holds its {job.last_event_id} events (it expired or "
+            "was lost); poll the job instead",
+            param=param,
+        )
 
 
 @bp.post("/v1/jobs/<job_id>/cancel")
 def cancel_job(job_id: str) -> Response:
     """Idempotent; a job that expires meanwhile is a 404 (the store raises ``JobGone``)."""
-    svc = services()
-    job = job_or_404(job_id)
-    if not job.ended:
-        texts = svc.store.transcript(job.id).completion_texts()
-        window = svc.settings.default_context_window
-        usage = estimate_usage(job.prompt_tokens, texts, job.model, window)
-        job = svc.store.cancel(job.id, usage)
-        job_event(log, "job.cancelled", job.id, completion_tokens=usage["completion_tokens"])
-        JOBS.labels("cancelled").inc()
-    return jsonify(snapshot(job))
+    return jsonify(snapshot(cancel(services(), job_or_404(job_id))))

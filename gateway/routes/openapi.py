@@ -84,12 +84,12 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def openapi_document() -> dict[str, Any]:
+    from gateway.routes import PROJECTIONS  # (that package imports this module)
+
+    models: list[type[BaseModel]] = [JobRequest, ChatCompletionRequest, KeyVerifyRequest]
+    models += [model for module in PROJECTIONS for model in module.OPENAPI_MODELS]
     _, top = models_json_schema(
-        [
-            (JobRequest, "validation"),
-            (ChatCompletionRequest, "validation"),
-            (KeyVerifyRequest, "validation"),
-        ],
+        [(model, "validation") for model in models],
         ref_template="#/components/schemas/{model}",
     )
     schemas = {**top["$defs"], "Error": ERROR, "Job": JOB}
@@ -141,7 +141,7 @@ def openapi_document() -> dict[str, Any]:
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
                     },
                     "204": {"description": "the client already has the terminal event"},
-                    **_errors(400, 404),
+                    **_errors(400, 404, 410),
                 },
             }
         },
@@ -192,6 +192,7 @@ def openapi_document() -> dict[str, Any]:
                 },
             }
         },
+        **{path: item for module in PROJECTIONS for path, item in module.OPENAPI_PATHS.items()},
         "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "up"}}}},
         "/readyz": {
             "get": {

@@ -23,14 +23,16 @@ from gateway.feed import Item
 from sluice.events import parse_event_id
 
 
-def sse_frame(event_id: int, entry: str) -> str:
+def sse_frame(event_id: int, entry: str, id_prefix: str = "") -> str:
     """Render a stored log entry as one SSE event, without parsing its JSON."""
     type_, _, data = entry.partition(" ")
-    return f"id: {event_id}\nevent: {type_}\ndata: {data}\n\n"
+    return f"id: {id_prefix}{event_id}\nevent: {type_}\ndata: {data}\n\n"
 
 
 class SluiceFrames:
     """The projection: every event, as it is in the log, under its own id."""
+
+    id_prefix = ""
 
     def __init__(self, job_id: str, retry_ms: int) -> None:
         self.job_id = job_id
@@ -45,7 +47,33 @@ class SluiceFrames:
         retry = f"retry: {self.retry_ms}\n"
         for item in items:
             if isinstance(item, tuple):
-                yield (retry + sse_frame(*item)).encode()
+                yield (retry + sse_frame(*item, self.id_prefix)).encode()
                 retry = ""
             else:
                 yield b": keep-alive\n"
+
+
+class ConversationFrames(SluiceFrames):
+    """A conversation's stream (``/v1/conversations/<id>/events``): its latest job's
+    events, each id naming the job too (``<job id>/<event id>``), so that a client that
+    reconnects after the conversation moved on to its next job is not resumed into the
+    new job at the old job's position: its cursor names another job, and it gets the
+    new one from its first event."""
+
+    def __init__(self, job_id: str, retry_ms: int) -> None:
+        super().__init__(job_id, retry_ms)
+        self.id_prefix = f"{job_id}/"
+
+    def after(self, cursor: str) -> int | None:
+        """The event id to resume this job after: the cursor's own when it names this
+        job, 0 when it names another (or is empty, or "0"), None when it is no cursor."""
+        text = cursor.strip()
+        if text in ("", "0"):
+            return 0
+        job_id, slash, event_id = text.rpartition("/")
+        if not slash or not job_id:
+            return None
+        after = parse_event_id(event_id)
+        if after is None:
+            return None
+        return after if job_id == self.job_id else 0

@@ -495,13 +495,14 @@ def test_a_last_event_id_byte_outside_ascii_is_a_400(gateway_url: str) -> None:
     assert b'"param":"Last-Event-ID"' in rest.replace(b" ", b"")
 
 
-def test_a_cursor_past_the_end_of_a_running_job_is_refused_at_once(
+def test_a_cursor_past_the_end_of_a_running_job_is_gone_at_once(
     client: httpx.Client,
 ) -> None:
     job = create_job(client, model="slow;delay=0.2;words=40")
     started = time.monotonic()
     response = client.get(job["events_url"], headers={"Last-Event-ID": "1000000000000000"})
-    assert response.status_code == 400
+    assert response.status_code == 410
+    assert response.json()["error"]["type"] == "cursor_gone"
     assert response.json()["error"]["param"] == "Last-Event-ID"
     assert "does not exist" in response.json()["error"]["message"]
     assert time.monotonic() - started < 5

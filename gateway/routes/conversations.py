@@ -1,0 +1,86 @@
+"""``GET /v1/conversations/<id>/events``: follow a conversation's latest job.
+
+A job may be a turn of a conversation (``conversation_id`` on ``/v1/jobs``, the chat id of
+the AI SDK's ``/api/chat``). A second tab, or a page reloaded mid-answer, knows the
+conversation but not the job: this route joins the conversation's latest job, replayed
+from its first event (or from the client's cursor) and then live, in Sluice's own event
+format with ids that name the job (``gateway.wire.sluice_sse.ConversationFrames``).
+
+One job at a time per conversation (``gateway.submit``): the latest job is the one that
+is running, if any.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import Blueprint, Response
+from pydantic import BaseModel
+
+from gateway import request
+from gateway.routes.jobs import check_cursor
+from gateway.services import services
+from gateway.wire import stream_response
+from gateway.wire.sluice_sse import ConversationFrames
+from sluice.errors import InvalidRequest, NotFound
+
+bp = Blueprint("conversations", __name__)
+CONVERSATION_ID = re.compile(r"[!-~]{1,128}")  # as ``gateway.request.ConversationId``
+
+
+@bp.get("/v1/conversations/<path:conversation_id>/events")
+def conversation_events(conversation_id: str) -> Response:
+    svc = services()
+    job = None
+    if CONVERSATION_ID.fullmatch(conversation_id):
+        job = svc.store.conversation_job(request.owner(), conversation_id)
+    if job is None:
+        raise NotFound(f"no conversation {conversation_id!r} with a job (it may have expired)")
+    frames = ConversationFrames(job.id, svc.settings.sse_retry_ms)
+    cursor, param = request.cursor()
+    after = frames.after(cursor)
+    if after is None:
+        raise InvalidRequest(
+            f"{param} must be an event id of this stream (<job id>/<n>)", param=param
+        )
+    check_cursor(svc, job, after, param)
+    if job.ended and after >= job.last_event_id:
+        return Response(status=204)  # stops EventSource from reconnecting
+    feed = svc.feed(job.id, after)
+    return stream_response(frames.frames(feed), feed, {"X-Sluice-Job-Id": job.id})
+
+
+CONVERSATION_ID_PARAM = {
+    "name": "conversation_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+}
+OPENAPI_PATHS: dict[str, Any] = {
+    "/v1/conversations/{conversation_id}/events": {
+        "get": {
+            "summary": "Follow a conversation's latest job as Server-Sent Events",
+            "description": (
+                "The latest job of the conversation, from its first event (or after the "
+                "Last-Event-ID `<job id>/<n>` of this stream), then live. A cursor that "
+                "names another job starts this one from its first event."
+            ),
+            "parameters": [
+                CONVERSATION_ID_PARAM,
+                {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
+            ],
+            "responses": {
+                "200": {
+                    "description": "the event stream; header X-Sluice-Job-Id",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                "204": {"description": "the client already has the job's terminal event"},
+                "400": {"description": "not a cursor of this stream"},
+                "404": {"description": "no such conversation"},
+                "410": {"description": "the cursor is past the job's log (cursor_gone)"},
+            },
+        }
+    }
+}
+OPENAPI_MODELS: list[type[BaseModel]] = []
