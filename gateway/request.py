@@ -67,8 +67,9 @@ Bias = Annotated[float, Field(ge=-100, le=100)]
 Text = Annotated[str, StringConstraints(max_length=MAX_MESSAGE_CHARS)]
 # OpenAI's rule for function and tool names
 ToolName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
-# a conversation id (an AI SDK chat id, a UUID, an app's own): printable ASCII, no spaces
-ConversationId = Annotated[str, StringConstraints(pattern=r"^[!-~]{1,128}$")]
+# a conversation id (an AI SDK chat id, a UUID, an app's own): printable ASCII, no
+# spaces, no "/" (it is a path segment)
+ConversationId = Annotated[str, StringConstraints(pattern=r"^[!-.0-~]{1,128}$")]
 JSONObject = dict[str, Any]
 
 

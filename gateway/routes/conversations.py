@@ -1,4 +1,4 @@
-"""``GET /v1/conversations/<id>/events``: follow a conversation's latest job.
+"""``/v1/conversations/<id>``: a conversation's latest job, to follow, poll or cancel.
 
 A job may be a turn of a conversation (``conversation_id`` on ``/v1/jobs``, the chat id of
 the AI SDK's ``/api/chat``). A second tab, or a page reloaded mid-answer, knows the
@@ -7,7 +7,9 @@ from its first event (or from the client's cursor) and then live, in Sluice's ow
 format with ids that name the job (``gateway.wire.sluice_sse.ConversationFrames``).
 
 One job at a time per conversation (``gateway.submit``): the latest job is the one that
-is running, if any.
+is running, if any. ``GET /v1/conversations/<id>`` polls it (``{"id", "object", "job"}``
+with the job's poll view) and ``POST /v1/conversations/<id>/cancel`` cancels it, for a
+client that knows the conversation and not the job.
 """
 
 from __future__ import annotations
@@ -15,28 +17,52 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, jsonify
 from pydantic import BaseModel
 
 from gateway import request
-from gateway.routes.jobs import check_cursor
-from gateway.services import services
+from gateway.cancel import cancel
+from gateway.routes.jobs import check_cursor, snapshot
+from gateway.services import Services, services
 from gateway.wire import stream_response
 from gateway.wire.sluice_sse import ConversationFrames
 from sluice.errors import InvalidRequest, NotFound
+from sluice.store import Job
 
 bp = Blueprint("conversations", __name__)
-CONVERSATION_ID = re.compile(r"[!-~]{1,128}")  # as ``gateway.request.ConversationId``
+CONVERSATION_ID = re.compile(r"[!-.0-~]{1,128}")  # as ``gateway.request.ConversationId``
 
 
-@bp.get("/v1/conversations/<path:conversation_id>/events")
-def conversation_events(conversation_id: str) -> Response:
-    svc = services()
+def latest_job(svc: Services, conversation_id: str) -> Job:
+    """The caller's conversation's latest job (else 404, as for one that does not exist)."""
     job = None
     if CONVERSATION_ID.fullmatch(conversation_id):
         job = svc.store.conversation_job(request.owner(), conversation_id)
     if job is None:
         raise NotFound(f"no conversation {conversation_id!r} with a job (it may have expired)")
+    return job
+
+
+def _view(conversation_id: str, job: Job) -> dict[str, Any]:
+    return {"id": conversation_id, "object": "sluice.conversation", "job": snapshot(job)}
+
+
+@bp.get("/v1/conversations/<conversation_id>")
+def get_conversation(conversation_id: str) -> Response:
+    return jsonify(_view(conversation_id, latest_job(services(), conversation_id)))
+
+
+@bp.post("/v1/conversations/<conversation_id>/cancel")
+def cancel_conversation(conversation_id: str) -> Response:
+    """Cancel the latest job if it is running (idempotent)."""
+    svc = services()
+    return jsonify(_view(conversation_id, cancel(svc, latest_job(svc, conversation_id))))
+
+
+@bp.get("/v1/conversations/<conversation_id>/events")
+def conversation_events(conversation_id: str) -> Response:
+    svc = services()
+    job = latest_job(svc, conversation_id)
     frames = ConversationFrames(job.id, svc.settings.sse_retry_ms)
     cursor, param = request.cursor()
     after = frames.after(cursor)
@@ -57,7 +83,32 @@ CONVERSATION_ID_PARAM = {
     "required": True,
     "schema": {"type": "string"},
 }
+_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+_CONVERSATION = {
+    "description": "the conversation and its latest job's poll view",
+    "content": {"application/json": {"schema": {"type": "object"}}},
+}
 OPENAPI_PATHS: dict[str, Any] = {
+    "/v1/conversations/{conversation_id}": {
+        "get": {
+            "summary": "A conversation's latest job",
+            "parameters": [CONVERSATION_ID_PARAM],
+            "responses": {
+                "200": _CONVERSATION,
+                "404": {"description": "no such conversation", "content": _ERROR},
+            },
+        }
+    },
+    "/v1/conversations/{conversation_id}/cancel": {
+        "post": {
+            "summary": "Cancel a conversation's running job (idempotent)",
+            "parameters": [CONVERSATION_ID_PARAM],
+            "responses": {
+                "200": _CONVERSATION,
+                "404": {"description": "no such conversation", "content": _ERROR},
+            },
+        }
+    },
     "/v1/conversations/{conversation_id}/events": {
         "get": {
             "summary": "Follow a conversation's latest job as Server-Sent Events",
@@ -76,11 +127,14 @@ OPENAPI_PATHS: dict[str, Any] = {
                     "content": {"text/event-stream": {"schema": {"type": "string"}}},
                 },
                 "204": {"description": "the client already has the job's terminal event"},
-                "400": {"description": "not a cursor of this stream"},
-                "404": {"description": "no such conversation"},
-                "410": {"description": "the cursor is past the job's log (cursor_gone)"},
+                "400": {"description": "not a cursor of this stream", "content": _ERROR},
+                "404": {"description": "no such conversation", "content": _ERROR},
+                "410": {
+                    "description": "the cursor is past the job's log (cursor_gone)",
+                    "content": _ERROR,
+                },
             },
         }
-    }
+    },
 }
 OPENAPI_MODELS: list[type[BaseModel]] = []

@@ -36,6 +36,7 @@ export class SluiceError extends Error {
     this.name = "SluiceError";
     this.type = error.type || "error";
     this.param = error.param;
+    this.jobId = error.job_id; // conversation_busy: the conversation's running job
     this.status = error.status ?? httpStatus; // the upstream's status when it refused
     this.code = error.code;
     this.httpStatus = httpStatus;
@@ -95,6 +96,14 @@ export class Sluice {
 
   async models() {
     return (await this.request("GET", "/v1/models")).data;
+  }
+
+  /**
+   * A conversation: a series of jobs (its turns), one running at a time, that any tab
+   * can follow without knowing the job (`conversation(id).follow()`).
+   */
+  conversation(id) {
+    return new Conversation(this, id);
   }
 
   /**
@@ -227,8 +236,13 @@ export class JobStream extends EventTarget {
     this._connect();
   }
 
+  /** The event's id in this job's log (a conversation's ids also name the job). */
+  _eventId(event) {
+    return Number(event.lastEventId);
+  }
+
   _onMessage(type, event) {
-    const id = Number(event.lastEventId);
+    const id = this._eventId(event);
     if (!Number.isInteger(id) || id <= this.lastEventId) return; // already applied
     this.lastEventId = id;
     const data = JSON.parse(event.data);
@@ -424,5 +438,100 @@ export class JobStream extends EventTarget {
       if (item === null) return;
       yield item;
     }
+  }
+}
+
+/**
+ * A conversation's turns. `send` starts the next one (`params` as for createJob); while
+ * one runs the gateway refuses another with a SluiceError of type "conversation_busy"
+ * (its `jobId` is the running turn): cancel it first, or wait for its end.
+ */
+export class Conversation {
+  constructor(client, id) {
+    this.client = client;
+    this.id = id;
+    this.job = null; // the last turn this client started
+  }
+
+  _path(suffix = "") {
+    return `/v1/conversations/${encodeURIComponent(this.id)}${suffix}`;
+  }
+
+  async send(params, options = {}) {
+    this.job = await this.client.createJob({ ...params, conversation_id: this.id }, options);
+    return this.job;
+  }
+
+  /** `{id, object, job}`: the latest turn's poll view (as getJob's). */
+  get() {
+    return this.client.request("GET", this._path());
+  }
+
+  /** Cancel the running turn, whoever started it (idempotent). */
+  cancel() {
+    return this.client.request("POST", this._path("/cancel"));
+  }
+
+  /**
+   * Follow the latest turn: from its first event, then live, as a JobStream (a second
+   * tab, a page reloaded mid-answer). It ends with that turn; follow again for the next.
+   */
+  follow(options = {}) {
+    return new ConversationStream(this.client, this, options);
+  }
+}
+
+/**
+ * A JobStream over `/v1/conversations/<id>/events`, whose event ids are `<job id>/<n>`.
+ * If the conversation moved on to another turn while it was reconnecting, the stream
+ * starts over with that turn (as after a `reset`).
+ */
+export class ConversationStream extends JobStream {
+  constructor(client, conversation, options = {}) {
+    super(client, { id: undefined, conversation }, { ...options, after: 0 });
+  }
+
+  _eventsUrl() {
+    const { conversation } = this.job;
+    const base = conversation.job?.conversation_events_url || conversation._path("/events");
+    const url = new URL(this.client.url(base), globalThis.location?.href);
+    url.searchParams.set("after", this.job.id ? `${this.job.id}/${this.lastEventId}` : "0");
+    return url.toString();
+  }
+
+  _eventId(event) {
+    const raw = String(event.lastEventId);
+    const slash = raw.lastIndexOf("/");
+    const jobId = raw.slice(0, slash);
+    if (slash < 1) return NaN;
+    if (jobId !== this.job.id) {
+      // another turn than the one followed so far: start over with it
+      this.job = { ...this.job, id: jobId };
+      this.lastEventId = 0;
+      this.choices = [];
+      this._calls = [];
+    }
+    return Number(raw.slice(slash + 1));
+  }
+
+  async _recover() {
+    if (this.ended) return;
+    try {
+      const { job } = await this.job.conversation.get();
+      if (!this.job.id || job.id === this.job.id) {
+        this.job = { ...this.job, id: job.id };
+        const over = ["succeeded", "failed", "cancelled"].includes(job.status);
+        if (over && job.last_event_id <= this.lastEventId) {
+          this._finishFromPoll(job);
+          return;
+        }
+      }
+    } catch (error) {
+      if (error instanceof SluiceError && error.httpStatus === 404) {
+        this._fail(error);
+        return;
+      }
+    }
+    this._connect();
   }
 }

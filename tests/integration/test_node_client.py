@@ -1,5 +1,6 @@
 """The Node tests in web/test: the npm package eventsource-parser reads the gateway's streams,
-and gateway/static/sluice.js assembles tool calls, reasoning and refusals."""
+and gateway/static/sluice.js assembles tool calls, reasoning and refusals and follows
+conversations."""
 
 from __future__ import annotations
 
@@ -31,5 +32,5 @@ def test_eventsource_parser_reads_the_event_stream(gateway_url: str) -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert re.search(r"^# pass 7$", result.stdout, re.MULTILINE), result.stdout
+    assert re.search(r"^# pass 9$", result.stdout, re.MULTILINE), result.stdout
     assert re.search(r"^# fail 0$", result.stdout, re.MULTILINE)

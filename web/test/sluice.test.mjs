@@ -222,3 +222,73 @@ test("reasoning and refusals from the gateway", async () => {
   assert.equal(refused.events.refusal.map((e) => e.fragment).join(""), refused.result.refusal);
   assert.equal(refused.result.message.refusal, refused.result.refusal);
 });
+
+test("a conversation: one turn at a time, a second follower joins mid-answer, cancel frees it", async () => {
+  const sluice = new Sluice({ baseUrl: gateway, EventSource: FetchEventSource });
+  const conversation = sluice.conversation(`node-${Math.random().toString(36).slice(2)}`);
+  const messages = [{ role: "user", content: "a conversation from node" }];
+  const job = await conversation.send({ model: "slow;delay=0.02;words=30", messages });
+  await assert.rejects(conversation.send({ model: "openai", messages }), (error) => {
+    assert.equal(error.type, "conversation_busy");
+    assert.equal(error.httpStatus, 409);
+    assert.equal(error.jobId, job.id);
+    return true;
+  });
+  const first = conversation.follow();
+  await new Promise((resolve) => setTimeout(resolve, 250));
+  const other = new Sluice({ baseUrl: gateway, EventSource: FetchEventSource });
+  const second = other.conversation(conversation.id).follow(); // another tab: no job id known
+  const [a, b] = await Promise.all([first.result, second.result]);
+  const poll = await sluice.getJob(job.id);
+  assert.equal(a.status, "succeeded");
+  assert.equal(a.id, job.id);
+  assert.equal(b.id, job.id);
+  assert.equal(a.text, poll.choices[0].content);
+  assert.equal(b.text, poll.choices[0].content);
+  assert.ok(a.text.split(" ").length >= 30);
+
+  const next = await conversation.send({ model: "slow;delay=0.2;words=50", messages });
+  const cancelled = await other.conversation(conversation.id).cancel();
+  assert.equal(cancelled.job.id, next.id);
+  assert.equal(cancelled.job.status, "cancelled");
+  const late = await conversation.follow().result;
+  assert.equal(late.status, "cancelled");
+  assert.equal(late.id, next.id);
+});
+
+test("a conversation stream that reconnects into the next turn starts over with it", async () => {
+  const script = [
+    [["started", "job_a/1", {}], ["delta", "job_a/2", { index: 0, content: "old turn" }]],
+    [["started", "job_b/1", {}], ["delta", "job_b/2", { index: 0, content: "new" }], ["done", "job_b/3", {}]],
+  ];
+  const urls = [];
+  class TwoTurns extends EventTarget {
+    constructor(url) {
+      super();
+      urls.push(new URL(url).searchParams.get("after"));
+      this.readyState = 1;
+      const events = script.shift();
+      setTimeout(() => {
+        this.onopen?.(new Event("open"));
+        for (const [type, id, data] of events) {
+          this.dispatchEvent(new MessageEvent(type, { data: JSON.stringify(data), lastEventId: id }));
+        }
+        if (script.length) {
+          this.readyState = 2; // the connection drops before the first turn's end
+          this.dispatchEvent(new Event("error"));
+        }
+      });
+    }
+
+    close() {
+      this.readyState = 2;
+    }
+  }
+  // no gateway answers polls here: the stream reconnects without one
+  const sluice = new Sluice({ baseUrl: "http://127.0.0.1:9", EventSource: TwoTurns });
+  const result = await sluice.conversation("c").follow().result;
+  assert.deepEqual(urls, ["0", "job_a/2"]);
+  assert.equal(result.id, "job_b");
+  assert.equal(result.text, "new");
+  assert.equal(result.lastEventId, 3);
+});
