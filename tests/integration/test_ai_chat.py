@@ -1,0 +1,150 @@
+"""The AI SDK's chat routes (/api/chat…) over real HTTP against the stack: the UI message
+stream of a job, resuming it by chat id, stopping it, the chat's messages for a reload, and
+the one-job-per-chat rule. (The page with the real ``useChat``: tests/browser/test_use_chat.py.)"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from typing import Any
+
+import httpx
+import pytest
+
+from devtools.fake_upstream import FakeUpstream, expected_reply
+from tests.helpers.support import upstream_body, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def ui_request(chat: str, prompt: str, **extra: Any) -> dict[str, Any]:
+    message = {"id": f"u-{secrets.token_hex(3)}", "role": "user",
+               "parts": [{"type": "text", "text": prompt}]}  # fmt: skip
+    return {"id": chat, "messages": [message], "trigger": "submit-message", **extra}
+
+
+def parts_of(response: httpx.Response) -> list[dict[str, Any]]:
+    """The parts of a whole UI message stream; asserts its framing and [DONE]."""
+    assert response.status_code == 200, response.text
+    assert response.headers["x-vercel-ai-ui-message-stream"] == "v1"
+    assert response.headers["content-type"].startswith("text/event-stream")
+    frames = [f for f in response.text.split("\n\n") if f.strip()]
+    data = [line.removeprefix("data: ") for f in frames for line in f.split("\n")
+            if line.startswith("data: ")]  # fmt: skip
+    assert data[-1] == "[DONE]"
+    return [json.loads(d) for d in data[:-1]]
+
+
+def text_of(parts: list[dict[str, Any]]) -> str:
+    return "".join(p["delta"] for p in parts if p["type"] == "text-delta")
+
+
+def test_a_chat_streams_its_answer_and_a_reload_gets_it_once(
+    client: httpx.Client, upstream: FakeUpstream
+) -> None:
+    chat, prompt = f"chat-{secrets.token_hex(4)}", f"Hello useChat {secrets.token_hex(3)}"
+    assert client.get(f"/api/chat/{chat}").status_code == 404  # no such chat yet
+    response = client.post("/api/chat", json=ui_request(chat, prompt, model="openai"))
+    parts = parts_of(response)
+    job_id = response.headers["X-Sluice-Job-Id"]
+    expected = expected_reply(upstream_body(upstream, prompt))
+    assert parts[0] == {"type": "start", "messageId": "msg_" + job_id.removeprefix("job_")}
+    assert [p["type"] for p in parts[1:3]] == ["start-step", "text-start"]
+    assert parts[-2:] == [{"type": "finish-step"}, {"type": "finish", "finishReason": "stop"}]
+    assert text_of(parts) == expected
+    # ended: nothing to resume, and the chat's messages are the request's plus the answer
+    assert client.get(f"/api/chat/{chat}/stream").status_code == 204
+    body = client.get(f"/api/chat/{chat}").json()
+    assert body["id"] == chat
+    assert [m["role"] for m in body["messages"]] == ["user", "assistant"]
+    answer = body["messages"][1]
+    assert answer["id"] == parts[0]["messageId"]
+    assert answer["parts"] == [
+        {"type": "step-start"},
+        {"type": "text", "text": expected, "state": "done"},
+    ]
+
+
+def test_one_job_per_chat_resume_from_the_first_part_and_stop(client: httpx.Client) -> None:
+    chat = f"chat-{secrets.token_hex(4)}"
+    request = ui_request(chat, "Tell me a long story", model="slow;delay=0.05;words=400")
+    first: list[bytes] = []
+    with client.stream("POST", "/api/chat", json=request) as live:
+        assert live.status_code == 200
+        job_id = live.headers["X-Sluice-Job-Id"]
+        reader = threading.Thread(target=lambda: first.extend(live.iter_bytes()), daemon=True)
+        reader.start()
+        wait_until(lambda: b"text-delta" in b"".join(first), 10)
+        busy = client.post("/api/chat", json=ui_request(chat, "And another"))
+        assert busy.status_code == 409, busy.text
+        assert busy.json()["error"]["type"] == "conversation_busy"
+        # a second reader (a reloaded page) gets the answer from its first part
+        with client.stream("GET", f"/api/chat/{chat}/stream") as resumed:
+            assert resumed.headers["X-Sluice-Job-Id"] == job_id
+            chunks = resumed.iter_bytes()
+            head = next(chunks)
+            assert head.startswith(b'data: {"type":"start","messageId":"msg_')
+            stopped = client.post(f"/api/chat/{chat}/stop")
+            assert stopped.json() == {"id": chat, "job_id": job_id, "status": "cancelled"}
+            rest = head + b"".join(chunks)
+        reader.join(10)
+    for raw in (b"".join(first), rest):
+        assert raw.endswith(b'data: {"type":"abort","reason":"cancelled"}\n\ndata: [DONE]\n\n')
+    assert client.post(f"/api/chat/{chat}/stop").json()["status"] == "cancelled"  # idempotent
+    assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"
+    assert client.get(f"/api/chat/{chat}/stream").status_code == 204
+    # the chat is free again
+    again = client.post("/api/chat", json=ui_request(chat, "Shorter, please", model="openai"))
+    assert parts_of(again)[-1] == {"type": "finish", "finishReason": "stop"}
+
+
+def test_tool_calls_and_parameters_reach_the_upstream(
+    client: httpx.Client, upstream: FakeUpstream
+) -> None:
+    chat, prompt = f"chat-{secrets.token_hex(4)}", f"Weather? {secrets.token_hex(3)}"
+    response = client.post(
+        "/api/chat", json=ui_request(chat, prompt, model="tools", temperature=0.5)
+    )
+    parts = parts_of(response)
+    assert upstream_body(upstream, prompt)["temperature"] == 0.5
+    start = next(p for p in parts if p["type"] == "tool-input-start")
+    assert start["toolName"] == "get_weather"
+    ready = next(p for p in parts if p["type"] == "tool-input-available")
+    assert ready == {"type": "tool-input-available", "toolCallId": start["toolCallId"],
+                     "toolName": "get_weather", "input": {"city": "Paris"}}  # fmt: skip
+    assert parts[-1] == {"type": "finish", "finishReason": "tool-calls"}
+    # the page answers the call: the result goes back as a tool message, the answer
+    # continues the same assistant message
+    answer = client.get(f"/api/chat/{chat}").json()["messages"][-1]
+    answer["parts"][-1].update(state="output-available", output={"sky": "clear"})
+    follow = ui_request(chat, prompt, model="tools")
+    follow["messages"].append(answer)
+    parts = parts_of(client.post("/api/chat", json=follow))
+    assert parts[0]["messageId"] == answer["id"]
+    assert "The tool said" in text_of(parts)
+    merged = client.get(f"/api/chat/{chat}").json()["messages"]
+    assert [m["role"] for m in merged] == ["user", "assistant"]
+    assert [p["type"] for p in merged[1]["parts"]] == [
+        "step-start", "tool-get_weather", "step-start", "text",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "param"),
+    [
+        ({"messages": []}, 400, "id"),
+        ({"id": "c", "messages": [{"id": "u", "role": "user", "parts": [{"type": "nope"}]}]},
+         400, "messages[0].parts[0]"),
+        ({**ui_request("c", "x"), "temprature": 1}, 400, "temprature"),
+        ({**ui_request("c", "x"), "temperature": 7}, 400, "temperature"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_a_4xx_in_the_error_shape(
+    client: httpx.Client, body: dict[str, Any], status: int, param: str
+) -> None:
+    response = client.post("/api/chat", json=body)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["param"] == param
+    assert client.post("/api/chat/nope/stop").status_code == 404
+    assert client.get("/api/chat/has%20space/stream").status_code == 204
