@@ -21,7 +21,8 @@ carries ``x-vercel-ai-ui-message-stream: v1``. One job is one assistant message:
   ``stop``, ``length``, ``tool-calls``, ``content-filter``, else ``other``);
 * ``error``: an ``error`` part (``errorText``: the job's error message); ``cancelled``:
   ``abort`` (``reason: "cancelled"``); a stream this gateway stops following before the
-  job's end (shutdown, Redis lost): an ``error`` part saying so;
+  job's end (shutdown, Redis lost): an ``error`` part saying so. Before each, the open
+  text or reasoning part ends and a call still streaming is a ``tool-input-error``;
 * ``reset`` (a worker was lost and the job restarts): ``reset-step``, which ai 7 has for
   exactly this, drops the step's parts from the message (text, reasoning, calls), and
   the restarted attempt's parts follow in the same step; a reset before any part is
@@ -116,13 +117,28 @@ class UIMessageParts:
             ]
         if event.type == ERROR:
             message = str(data.get("error", {}).get("message") or "the job failed")
-            return [*self._close(), {"type": "error", "errorText": message}]
+            return [*self._end("the job failed"), {"type": "error", "errorText": message}]
         if event.type == CANCELLED:
-            return [*self._close(), {"type": "abort", "reason": "cancelled"}]
+            return [*self._end("the job was cancelled"), {"type": "abort", "reason": "cancelled"}]
         return []
 
     def interrupted(self) -> list[Part]:
-        return [*self._close(), {"type": "error", "errorText": INTERRUPTED}]
+        return [
+            *self._end("the stream was interrupted"),
+            {"type": "error", "errorText": INTERRUPTED},
+        ]
+
+    def _end(self, why: str) -> list[Part]:
+        """The open parts closed, before a failure or a cancel: a call whose arguments
+        were still coming is a ``tool-input-error`` (never left "input-streaming")."""
+        head = {"type": "tool-input-error"}
+        calls = [
+            {**head, "toolCallId": c.id, "toolName": c.name, "input": c.arguments,
+             "errorText": f"{why} before the call was complete"}
+            for c in self.calls.values()
+        ]  # fmt: skip
+        self.calls = {}
+        return [*self._close(), *calls]
 
     def _delta(self, data: dict[str, Any]) -> list[Part]:
         fragment = data.get("tool_call")
@@ -217,8 +233,12 @@ def message_parts(message_id: str, entries: Iterable[tuple[int, str]]) -> list[P
         kind = chunk["type"]
         if kind == "start-step":
             parts.append({"type": "step-start"})
-        elif kind in ("text-start", "reasoning-start"):
-            part = by_id[chunk["id"]] = {"type": kind[:-6], "text": "", "state": "streaming"}
+        elif kind == "text-start":
+            part = by_id[chunk["id"]] = {"type": "text", "text": "", "state": "streaming"}
+            parts.append(part)
+        elif kind == "reasoning-start":
+            part = by_id[chunk["id"]] = {"type": "reasoning", "id": chunk["id"], "text": ""}
+            part["state"] = "streaming"
             parts.append(part)
         elif kind in ("text-delta", "reasoning-delta"):
             by_id[chunk["id"]]["text"] += chunk["delta"]

