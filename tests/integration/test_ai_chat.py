@@ -17,8 +17,11 @@ import httpx
 import pytest
 
 from devtools.fake_upstream import FakeUpstream, expected_reply
+from gateway.feed import HEARTBEAT
 from gateway.wire.ui_message_stream import UIMessageStream, message_parts
 from sluice.events import Event
+from sluice.settings import Settings
+from tests.helpers.stack import ProcessLogs, Stack
 from tests.helpers.support import ROOT, upstream_body, wait_until
 
 pytestmark = pytest.mark.integration
@@ -209,7 +212,9 @@ def test_the_ai_sdk_builds_from_the_stream_the_message_the_chat_serves(
     """Every part kind passes the pinned ai's uiMessageChunkSchema, and the message ai's
     readUIMessageStream builds from a stream is the one GET /api/chat/<id> serves."""
     logs = [[(i, e.entry()) for i, e in enumerate(log, 1)] for log in LOGS.values()]
-    streams = [b"".join(UIMessageStream("msg_x").frames(log)).decode() for log in logs]
+    # a heartbeat (an SSE comment) between every two events
+    beating = [[x for item in log for x in (item, HEARTBEAT)] for log in logs]
+    streams = [b"".join(UIMessageStream("msg_x").frames(items)).decode() for items in beating]
     chat = f"chat-{secrets.token_hex(4)}"
     streams.append(client.post("/api/chat", json=ui_request(chat, "Hi", model="tools")).text)
     read = ai_sdk_reads(streams)
@@ -219,3 +224,43 @@ def test_the_ai_sdk_builds_from_the_stream_the_message_the_chat_serves(
     assert [r["errors"] for r in read] == [[], ["boom"], [], []]
     served = client.get(f"/api/chat/{chat}").json()["messages"][-1]
     assert {"id": served["id"], "parts": served["parts"], "errors": []} == read[-1]
+
+
+def test_chats_belong_to_their_access_key(settings: Settings, process_logs: ProcessLogs) -> None:
+    """No worker: the job stays queued, which is all the ownership checks need."""
+    key_a, key_b = (f"sk-sluice-{c}-{secrets.token_hex(8)}" for c in "ab")
+    stack = Stack(
+        settings.with_(key_prefix=f"{settings.key_prefix}-aiacl", queue=f"{settings.queue}-aiacl",
+                       access_keys=(key_a, key_b)),
+        process_logs,
+        "ai-chat-acl",
+    )  # fmt: skip
+    a, b = ({"Authorization": f"Bearer {key}"} for key in (key_a, key_b))
+    chat = f"chat-{secrets.token_hex(4)}"
+    try:
+        with stack.client() as c:
+            routes = [
+                ("POST", "/api/chat"),
+                ("GET", f"/api/chat/{chat}"),
+                ("GET", f"/api/chat/{chat}/stream"),
+                ("POST", f"/api/chat/{chat}/stop"),
+            ]
+            for method, path in routes:
+                assert c.request(method, path, json=ui_request(chat, "x")).status_code == 401
+            with c.stream("POST", "/api/chat", json=ui_request(chat, "x"), headers=a) as live:
+                assert live.status_code == 200
+                assert next(live.iter_bytes()).startswith(b'data: {"type":"start"')
+            # another key: no such chat (its own chat of the same id is another chat)
+            assert c.get(f"/api/chat/{chat}", headers=b).status_code == 404
+            assert c.get(f"/api/chat/{chat}/stream", headers=b).status_code == 204
+            assert c.post(f"/api/chat/{chat}/stop", headers=b).status_code == 404
+            with c.stream("POST", "/api/chat", json=ui_request(chat, "y"), headers=b) as other:
+                assert other.status_code == 200
+            assert c.post("/api/chat", json=ui_request(chat, "z"), headers=a).status_code == 409
+            assert c.get(f"/api/chat/{chat}", headers=a).json()["messages"][0]["parts"] == [
+                {"type": "text", "text": "x"}
+            ]
+            for key in (a, b):
+                assert c.post(f"/api/chat/{chat}/stop", headers=key).json()["status"] == "cancelled"
+    finally:
+        stack.stop()
