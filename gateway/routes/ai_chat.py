@@ -10,7 +10,9 @@ served from the gateway's origin needs no options: ``useChat({resume: true})``.
   ``conversation_busy``; stop first) and the answer its UI message stream
   (``gateway/wire/ui_message_stream.py``), with ``X-Sluice-Job-Id``.
 * ``GET /api/chat/<id>/stream``: the chat's running job from its first part (replayed
-  from the log, then live), or 204 when none runs: what ``resume: true`` asks on load.
+  from the log, then live), or 204 when none runs: what ``resume: true`` asks on load. A
+  log that lost events (it expired, a failover lost its tail) is a stream of an ``error``
+  part at once, never one that skips some silently.
 * ``POST /api/chat/<id>/stop``: cancels the chat's running job (idempotent), as the
   page's stop button should besides ``stop()``, which only drops the connection.
 * ``GET /api/chat/<id>``: ``{id, messages}``, the messages of the chat's latest request
@@ -32,12 +34,11 @@ from gateway import request
 from gateway.cancel import cancel
 from gateway.feed import JobFeed
 from gateway.request import ChatParameters, ConversationId
-from gateway.routes.jobs import check_cursor
 from gateway.services import Services, services
 from gateway.submit import submit
 from gateway.ui_messages import UI_FIELDS, UIChatRequest, to_chat_messages
 from gateway.vendor_parameters import split_vendor_parameters
-from gateway.wire import stream_response
+from gateway.wire import SSE_HEADERS, stream_response
 from gateway.wire.ui_message_stream import HEADERS, UIMessageStream, message_id, message_parts
 from sluice.errors import NotFound
 from sluice.store import Job
@@ -100,7 +101,10 @@ def resume(chat_id: str) -> Response:
     if job is None or job.ended:
         return Response(status=204)  # useChat: nothing to resume
     svc = services()
-    check_cursor(svc, job, 0, "chatId")  # a log that expired or was lost: 410
+    if job.last_event_id and svc.store.log_length(job.id) < job.last_event_id:
+        # the log expired or lost its tail: say so in the stream's own terms, at once
+        body = UIMessageStream(answer_id(job)).lost()
+        return Response(body, mimetype="text/event-stream", headers={**SSE_HEADERS, **HEADERS})
     return _stream(job, svc.feed(job.id, 0))
 
 
@@ -180,7 +184,7 @@ OPENAPI_PATHS: dict[str, Any] = {
             "responses": {
                 "200": _STREAM,
                 "204": {"description": "no answer is running in this chat"},
-                **_errors(401, 410),
+                **_errors(401),
             },
         }
     },

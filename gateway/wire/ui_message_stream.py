@@ -55,6 +55,7 @@ FINISH_REASONS = {
     "content_filter": "content-filter",
 }
 INTERRUPTED = "the stream was interrupted before the answer ended; reload to resume it"
+LOST = "this answer's log no longer holds all its events (it expired or was lost)"
 Part = dict[str, Any]
 
 
@@ -221,6 +222,11 @@ class UIMessageStream:
             if out:
                 yield out
         yield b"".join(frame(p) for p in self.parts.interrupted()) + DONE_FRAME
+
+    def lost(self) -> bytes:
+        """The whole stream of a job whose log no longer holds all its events."""
+        parts = [*self.parts.start(), {"type": "error", "errorText": LOST}]
+        return b"".join(frame(p) for p in parts) + DONE_FRAME
 
 
 def message_parts(message_id: str, entries: Iterable[tuple[int, str]]) -> list[Part]:

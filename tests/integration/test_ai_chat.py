@@ -10,6 +10,7 @@ import secrets
 import shutil
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,9 @@ from devtools.fake_upstream import FakeUpstream, expected_reply
 from gateway.feed import HEARTBEAT
 from gateway.wire.ui_message_stream import UIMessageStream, message_parts
 from sluice.events import Event
+from sluice.redis_client import make_redis
 from sluice.settings import Settings
+from sluice.store import JobStore
 from tests.helpers.stack import ProcessLogs, Stack
 from tests.helpers.support import ROOT, upstream_body, wait_until
 
@@ -226,41 +229,63 @@ def test_the_ai_sdk_builds_from_the_stream_the_message_the_chat_serves(
     assert {"id": served["id"], "parts": served["parts"], "errors": []} == read[-1]
 
 
-def test_chats_belong_to_their_access_key(settings: Settings, process_logs: ProcessLogs) -> None:
-    """No worker: the job stays queued, which is all the ownership checks need."""
-    key_a, key_b = (f"sk-sluice-{c}-{secrets.token_hex(8)}" for c in "ab")
-    stack = Stack(
-        settings.with_(key_prefix=f"{settings.key_prefix}-aiacl", queue=f"{settings.queue}-aiacl",
-                       access_keys=(key_a, key_b)),
-        process_logs,
-        "ai-chat-acl",
+KEY_A, KEY_B = (f"sk-sluice-{c}-{secrets.token_hex(8)}" for c in "ab")
+A, B = ({"Authorization": f"Bearer {key}"} for key in (KEY_A, KEY_B))
+
+
+@pytest.fixture(scope="module")
+def queued(settings: Settings, process_logs: ProcessLogs) -> Iterator[tuple[Stack, JobStore]]:
+    """A gateway with access keys and no worker: a job stays queued, which is all the
+    ownership checks need; and its store, whose state a test may break."""
+    stack_settings = settings.with_(
+        key_prefix=f"{settings.key_prefix}-aiacl", queue=f"{settings.queue}-aiacl",
+        access_keys=(KEY_A, KEY_B),
     )  # fmt: skip
-    a, b = ({"Authorization": f"Bearer {key}"} for key in (key_a, key_b))
+    stack = Stack(stack_settings, process_logs, "ai-chat-acl")
+    yield stack, JobStore(make_redis(stack_settings), stack_settings)
+    stack.stop()
+
+
+def test_chats_belong_to_their_access_key(queued: tuple[Stack, JobStore]) -> None:
     chat = f"chat-{secrets.token_hex(4)}"
-    try:
-        with stack.client() as c:
-            routes = [
-                ("POST", "/api/chat"),
-                ("GET", f"/api/chat/{chat}"),
-                ("GET", f"/api/chat/{chat}/stream"),
-                ("POST", f"/api/chat/{chat}/stop"),
-            ]
-            for method, path in routes:
-                assert c.request(method, path, json=ui_request(chat, "x")).status_code == 401
-            with c.stream("POST", "/api/chat", json=ui_request(chat, "x"), headers=a) as live:
-                assert live.status_code == 200
-                assert next(live.iter_bytes()).startswith(b'data: {"type":"start"')
-            # another key: no such chat (its own chat of the same id is another chat)
-            assert c.get(f"/api/chat/{chat}", headers=b).status_code == 404
-            assert c.get(f"/api/chat/{chat}/stream", headers=b).status_code == 204
-            assert c.post(f"/api/chat/{chat}/stop", headers=b).status_code == 404
-            with c.stream("POST", "/api/chat", json=ui_request(chat, "y"), headers=b) as other:
-                assert other.status_code == 200
-            assert c.post("/api/chat", json=ui_request(chat, "z"), headers=a).status_code == 409
-            assert c.get(f"/api/chat/{chat}", headers=a).json()["messages"][0]["parts"] == [
-                {"type": "text", "text": "x"}
-            ]
-            for key in (a, b):
-                assert c.post(f"/api/chat/{chat}/stop", headers=key).json()["status"] == "cancelled"
-    finally:
-        stack.stop()
+    with queued[0].client() as c:
+        routes = [
+            ("POST", "/api/chat"),
+            ("GET", f"/api/chat/{chat}"),
+            ("GET", f"/api/chat/{chat}/stream"),
+            ("POST", f"/api/chat/{chat}/stop"),
+        ]
+        for method, path in routes:
+            assert c.request(method, path, json=ui_request(chat, "x")).status_code == 401
+        with c.stream("POST", "/api/chat", json=ui_request(chat, "x"), headers=A) as live:
+            assert live.status_code == 200
+            assert next(live.iter_bytes()).startswith(b'data: {"type":"start"')
+        # another key: no such chat (its own chat of the same id is another chat)
+        assert c.get(f"/api/chat/{chat}", headers=B).status_code == 404
+        assert c.get(f"/api/chat/{chat}/stream", headers=B).status_code == 204
+        assert c.post(f"/api/chat/{chat}/stop", headers=B).status_code == 404
+        with c.stream("POST", "/api/chat", json=ui_request(chat, "y"), headers=B) as other:
+            assert other.status_code == 200
+        assert c.post("/api/chat", json=ui_request(chat, "z"), headers=A).status_code == 409
+        assert c.get(f"/api/chat/{chat}", headers=A).json()["messages"][0]["parts"] == [
+            {"type": "text", "text": "x"}
+        ]
+        for key in (A, B):
+            assert c.post(f"/api/chat/{chat}/stop", headers=key).json()["status"] == "cancelled"
+
+
+def test_resuming_into_a_log_that_lost_events_is_an_error_part_at_once(
+    queued: tuple[Stack, JobStore],
+) -> None:
+    """The job says it wrote more events than its log holds (a failover lost the tail):
+    the stream says so at once instead of replaying a gap or waiting."""
+    stack, store = queued
+    chat = f"chat-{secrets.token_hex(4)}"
+    with stack.client() as c:
+        with c.stream("POST", "/api/chat", json=ui_request(chat, "x"), headers=A) as live:
+            job_id = live.headers["X-Sluice-Job-Id"]
+        store.redis.hset(store.keys.job(job_id), "last_event_id", 5)  # its log holds 0
+        parts = parts_of(c.get(f"/api/chat/{chat}/stream", headers=A, timeout=5))
+        assert [p["type"] for p in parts] == ["start", "start-step", "error"]
+        assert "no longer holds" in parts[-1]["errorText"]
+        c.post(f"/api/chat/{chat}/stop", headers=A)
