@@ -76,6 +76,13 @@ def test_a_chat_streams_its_answer_and_a_reload_gets_it_once(
         {"type": "step-start"},
         {"type": "text", "text": expected, "state": "done"},
     ]
+    # regenerate: useChat sends the messages before the answer and the answer's id
+    again = {**ui_request(chat, prompt, model="openai"), "trigger": "regenerate-message",
+             "messageId": answer["id"], "messages": body["messages"][:1]}  # fmt: skip
+    regenerated = parts_of(client.post("/api/chat", json=again))
+    assert regenerated[0]["messageId"] != answer["id"] and text_of(regenerated) == expected
+    after = client.get(f"/api/chat/{chat}").json()["messages"]
+    assert [m["id"] for m in after] == [body["messages"][0]["id"], regenerated[0]["messageId"]]
 
 
 def test_one_job_per_chat_resume_from_the_first_part_and_stop(client: httpx.Client) -> None:
