@@ -36,10 +36,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.cors_origins:
         CORS(
             app,
-            resources={r"/v1/*": {"origins": list(settings.cors_origins)}},
+            resources={
+                r"/v1/*": {"origins": list(settings.cors_origins)},
+                r"/api/*": {"origins": list(settings.cors_origins)},
+            },
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key",
                            "Last-Event-ID", "X-Upstream-Api-Key"],
-            expose_headers=["Location", "Retry-After", "X-Sluice-Job-Id", "X-Sluice-Events-Url"],
+            expose_headers=["Location", "Retry-After", "X-Sluice-Job-Id", "X-Sluice-Events-Url",
+                            "x-vercel-ai-ui-message-stream"],
             max_age=600,
         )  # fmt: skip
     if settings.proxy_hops:

@@ -17,7 +17,13 @@ from gateway import request as incoming
 from sluice.redis_client import tls_options
 from sluice.settings import Settings
 
-LIMITED_ENDPOINTS = ("jobs.create_job", "openai.chat_completions", "upstream.verify_key")
+LIMITED_ENDPOINTS = (
+    "jobs.create_job",
+    "openai.chat_completions",
+    "responses.create_response",
+    "ai_chat.chat",
+    "upstream.verify_key",
+)
 
 
 def client_key() -> str:

@@ -77,7 +77,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
 
-def _pick(tag_of: Callable[[Any], str | None], what: str) -> Discriminator:
+def pick(tag_of: Callable[[Any], str | None], what: str) -> Discriminator:
     """Pick a union's branch from the value (``tag_of``), so a bad value is reported
     against the one branch it meant, not against every branch in turn. The tags are
     bracketed (``Tag("[text]")``): ``gateway.errors`` leaves them out of the field path
@@ -166,12 +166,12 @@ ContentPart = Annotated[
     | Annotated[AudioPart, Tag("[input_audio]")]
     | Annotated[FilePart, Tag("[file]")]
     | Annotated[RefusalPart, Tag("[refusal]")],
-    _pick(_by_type, "type must be one of text, image_url, input_audio, file, refusal"),
+    pick(_by_type, "type must be one of text, image_url, input_audio, file, refusal"),
 ]
 Content = Annotated[
     Annotated[Text, Tag("[str]")]
     | Annotated[Annotated[list[ContentPart], Field(min_length=1)], Tag("[list]")],
-    _pick(_text_or_parts, "content must be a string or a list of content parts"),
+    pick(_text_or_parts, "content must be a string or a list of content parts"),
 ]
 # which parts each role may send (OpenAI's message types)
 PARTS_BY_ROLE = {
@@ -210,7 +210,7 @@ class CustomToolCall(_Strict):
 
 ToolCall = Annotated[
     Annotated[FunctionToolCall, Tag("[function]")] | Annotated[CustomToolCall, Tag("[custom]")],
-    _pick(_by_type, "type must be function or custom"),
+    pick(_by_type, "type must be function or custom"),
 ]
 
 
@@ -296,7 +296,7 @@ class CustomTool(_Strict):
 
 Tool = Annotated[
     Annotated[FunctionTool, Tag("[function]")] | Annotated[CustomTool, Tag("[custom]")],
-    _pick(_by_type, "type must be function or custom"),
+    pick(_by_type, "type must be function or custom"),
 ]
 
 
@@ -333,7 +333,7 @@ ToolChoice = Annotated[
     | Annotated[NamedFunctionChoice, Tag("[function]")]
     | Annotated[NamedCustomChoice, Tag("[custom]")]
     | Annotated[AllowedToolsChoice, Tag("[allowed_tools]")],
-    _pick(
+    pick(
         _choice_kind,
         'must be "none", "auto", "required" or a tool by name ({"type": "function", …})',
     ),
@@ -367,7 +367,7 @@ ResponseFormat = Annotated[
     Annotated[TextFormat, Tag("[text]")]
     | Annotated[JSONObjectFormat, Tag("[json_object]")]
     | Annotated[JSONSchemaFormat, Tag("[json_schema]")],
-    _pick(_by_type, "type must be text, json_object or json_schema"),
+    pick(_by_type, "type must be text, json_object or json_schema"),
 ]
 
 

@@ -40,8 +40,15 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from gateway.errors import from_validation_error
-from gateway.request import MAX_MESSAGE_CHARS, ChatParameters, ImageURL, JSONObject, Text, ToolName
-from gateway.request import _pick as pick
+from gateway.request import (
+    MAX_MESSAGE_CHARS,
+    ChatParameters,
+    ImageURL,
+    JSONObject,
+    Text,
+    ToolName,
+    pick,
+)
 from sluice.errors import InvalidRequest
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]

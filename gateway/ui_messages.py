@@ -38,7 +38,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Tag, model_validator
 from pydantic_core import PydanticCustomError
 
-from gateway.request import MAX_MESSAGE_CHARS, ConversationId, _pick
+from gateway.request import MAX_MESSAGE_CHARS, ConversationId, pick
 from sluice.errors import InvalidRequest
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]
@@ -138,7 +138,7 @@ UIPart = Annotated[
     | Annotated[StepStartPart, Tag("[step-start]")]
     | Annotated[ToolPart, Tag("[tool]")]
     | Annotated[ShownPart, Tag("[shown]")],
-    _pick(
+    pick(
         _part_kind,
         "type must be a UI message part: text, file, reasoning, step-start, tool-<name>, "
         "dynamic-tool, source-url, source-document, custom, reasoning-file, "

@@ -292,6 +292,22 @@ class Settings:
         GATEWAY,
         "between SSE keep-alive comments on an idle stream",
     )
+    first_byte_wait: float = API.setting(
+        "SLUICE_FIRST_BYTE_WAIT",
+        20.0,
+        "seconds",
+        GATEWAY,
+        "longest a streamed `/v1/chat/completions` answer waits for the job's first delta "
+        "before its headers go out (keep it below your router's first-byte limit: 30 s on "
+        "Heroku)",
+    )
+    default_model: str = API.setting(
+        "SLUICE_DEFAULT_MODEL",
+        "gpt-4o-mini",
+        "name",
+        GATEWAY,
+        "the model `POST /api/chat` (the AI SDK's `useChat`) uses when its body names none",
+    )
     sse_retry_ms: int = API.setting(
         "SLUICE_SSE_RETRY_MS",
         2000,

@@ -34,7 +34,7 @@ from gateway import request
 from gateway.cancel import cancel
 from gateway.feed import JobFeed
 from gateway.request import ChatParameters, ConversationId
-from gateway.services import Services, services
+from gateway.services import services
 from gateway.submit import submit
 from gateway.ui_messages import UI_FIELDS, UIChatRequest, to_chat_messages
 from gateway.vendor_parameters import split_vendor_parameters
@@ -44,12 +44,7 @@ from sluice.errors import NotFound
 from sluice.store import Job
 
 bp = Blueprint("ai_chat", __name__)
-DEFAULT_MODEL = "gpt-4o-mini"  # until Settings.default_model (SLUICE_DEFAULT_MODEL) exists
 _CHAT_ID: TypeAdapter[str] = TypeAdapter(ConversationId)
-
-
-def default_model(svc: Services) -> str:
-    return str(getattr(svc.settings, "default_model", "") or DEFAULT_MODEL)
 
 
 def answer_id(job: Job) -> str:
@@ -79,7 +74,7 @@ def chat() -> Response:
     body = request.json_object()
     ui_body = {name: body.pop(name) for name in list(body) if name in UI_FIELDS}
     ui = UIChatRequest.model_validate(ui_body)
-    body.setdefault("model", default_model(svc))
+    body.setdefault("model", svc.settings.default_model)
     body["messages"] = to_chat_messages(ui.messages)
     vendor = split_vendor_parameters(
         body, ChatParameters.model_fields.keys(), svc.settings.vendor_parameters

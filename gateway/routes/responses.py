@@ -31,30 +31,28 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 from flask import request as flask_request
-from pydantic import BaseModel, ValidationError
-from werkzeug.exceptions import HTTPException
+from pydantic import BaseModel
 
 from gateway import request
 from gateway.cancel import cancel
-from gateway.errors import add_retry_after, from_validation_error
 from gateway.feed import HEARTBEAT
+from gateway.openai_errors import error_response, use_openai_errors
 from gateway.responses_request import (
     ResponsesRequest,
     chat_parameters,
     echo,
     items_of,
 )
-from gateway.routes.chat_completions import error_response
 from gateway.services import Services, services
 from gateway.submit import submit
 from gateway.wire import SSE_HEADERS, stream_response
-from gateway.wire.openai_chunks import error_body
 from gateway.wire.responses_events import META_KEY, ResponsesEvents, job_id_of
-from sluice.errors import InvalidRequest, NotFound, SluiceError, StreamInterrupted
+from sluice.errors import InvalidRequest, NotFound, StreamInterrupted
 from sluice.events import parse_event_id
 from sluice.store import Job
 
 bp = Blueprint("responses", __name__)
+use_openai_errors(bp)
 
 
 class ResponsesInvalid(InvalidRequest):
@@ -72,31 +70,6 @@ class ResponsesInvalid(InvalidRequest):
 class ResponseNotFound(NotFound):
     def __init__(self, response_id: str) -> None:
         super().__init__(f"Response with id '{response_id}' not found.")
-
-
-@bp.errorhandler(SluiceError)
-def _sluice_error(exc: SluiceError) -> Response:
-    body = exc.to_dict()
-    if exc.status < 500:
-        body = {**body, "code": body.get("code") or exc.type, "type": "invalid_request_error"}
-    response = jsonify(error_body(body))
-    response.status_code = exc.status
-    add_retry_after(response, exc)
-    return response
-
-
-@bp.errorhandler(ValidationError)
-def _validation_error(exc: ValidationError) -> Response:
-    return _sluice_error(from_validation_error(exc))
-
-
-@bp.errorhandler(HTTPException)
-def _http_error(exc: HTTPException) -> Response:
-    status = exc.code or 500
-    kind = "rate_limit_exceeded" if status == 429 else "invalid_request_error"
-    response = jsonify(error_body({"type": kind, "message": exc.description or exc.name}))
-    response.status_code = status
-    return response
 
 
 # -- create ---------------------------------------------------------------------------------

@@ -217,11 +217,16 @@ export class JobStream extends EventTarget {
     this._timer = setTimeout(() => this._recover(), delay);
   }
 
+  /** The job's poll view, to learn whether anything is left to stream (null: go on). */
+  _poll() {
+    return this.client.getJob(this.job.id);
+  }
+
   async _recover() {
     if (this.ended) return;
     try {
-      const job = await this.client.getJob(this.job.id);
-      if (job.last_event_id <= this.lastEventId && ["succeeded", "failed", "cancelled"].includes(job.status)) {
+      const job = await this._poll();
+      if (job && job.last_event_id <= this.lastEventId && ["succeeded", "failed", "cancelled"].includes(job.status)) {
         // nothing left to stream, yet no terminal event reached us: finish from the poll view
         this._finishFromPoll(job);
         return;
@@ -514,24 +519,10 @@ export class ConversationStream extends JobStream {
     return Number(raw.slice(slash + 1));
   }
 
-  async _recover() {
-    if (this.ended) return;
-    try {
-      const { job } = await this.job.conversation.get();
-      if (!this.job.id || job.id === this.job.id) {
-        this.job = { ...this.job, id: job.id };
-        const over = ["succeeded", "failed", "cancelled"].includes(job.status);
-        if (over && job.last_event_id <= this.lastEventId) {
-          this._finishFromPoll(job);
-          return;
-        }
-      }
-    } catch (error) {
-      if (error instanceof SluiceError && error.httpStatus === 404) {
-        this._fail(error);
-        return;
-      }
-    }
-    this._connect();
+  async _poll() {
+    const { job } = await this.job.conversation.get();
+    if (this.job.id && job.id !== this.job.id) return null; // the next turn: stream it
+    this.job = { ...this.job, id: job.id };
+    return job;
   }
 }

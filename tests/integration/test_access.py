@@ -145,6 +145,32 @@ def test_cors_allows_the_configured_origin_only(guarded: Stack) -> None:
             headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
         )
         assert "access-control-allow-origin" not in evil.headers
+        # the AI SDK's routes too, for a useChat page on another origin
+        for path in ("/api/chat", "/api/chat/some-chat/stop", "/v1/responses"):
+            preflight = c.options(
+                path,
+                headers={
+                    "Origin": "https://app.example",
+                    "Access-Control-Request-Method": "POST",
+                    "Access-Control-Request-Headers": "authorization,content-type",
+                },
+            )
+            assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+
+
+def test_the_responses_and_ai_sdk_routes_are_rate_limited_too(guarded: Stack) -> None:
+    """Each route that starts jobs has the limit (5 per minute per key here), answered in
+    its API's error shape."""
+    with guarded.client() as c:
+        for path in ("/v1/responses", "/api/chat"):
+            statuses = [
+                c.post(path, json={"bad": True}, headers=bearer(KEY_B)).status_code
+                for _ in range(6)
+            ]
+            assert statuses[:5] == [400] * 5 and statuses[5] == 429, (path, statuses)
+        limited = c.post("/v1/responses", json={}, headers=bearer(KEY_B))
+        assert limited.json()["error"]["type"] == "rate_limit_exceeded"
+        assert int(limited.headers["retry-after"]) > 0
 
 
 def test_the_access_log_holds_no_event_token(guarded: Stack) -> None:
