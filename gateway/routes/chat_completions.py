@@ -5,11 +5,12 @@ OpenAI's shape and statuses. Every answer carries ``X-Sluice-Job-Id`` and
 ``X-Sluice-Events-Url`` (signed like a job's ``events_url`` when access keys are on), so a
 client whose connection drops can resume the job in Sluice's own format.
 
-A streamed answer's headers wait for the job's first delta, up to ``FIRST_BYTE_WAIT`` (20
-s: retries of a refused upstream request fit, and PaaS routers, which cut a request with
-no first byte at 30 s, still see one in time, whatever the heartbeat interval). A job that
-fails before it produced anything (a bad key, a rate limit) answers with the HTTP error
-status, which SDKs turn into their typed exceptions.
+A streamed answer's headers wait for the job's first delta, up to
+``SLUICE_FIRST_BYTE_WAIT`` (20 s by default: retries of a refused upstream request fit,
+and PaaS routers, which cut a request with no first byte at 30 s, still see one in time,
+whatever the heartbeat interval). A job that fails before it produced anything (a bad
+key, a rate limit) answers with the HTTP error status, which SDKs turn into their typed
+exceptions.
 """
 
 from __future__ import annotations
@@ -17,63 +18,24 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from itertools import chain
-from typing import Any
 
 from flask import Blueprint, Response, jsonify
-from pydantic import ValidationError
-from werkzeug.exceptions import HTTPException
 
 from gateway import request
-from gateway.errors import add_retry_after, from_validation_error
 from gateway.feed import HEARTBEAT, Item
+from gateway.openai_errors import error_response, use_openai_errors
 from gateway.request import ChatCompletionRequest
 from gateway.routes.jobs import links
 from gateway.services import services
 from gateway.submit import submit
 from gateway.wire import stream_response
-from gateway.wire.openai_chunks import OpenAIChunks, completion, error_body, terminal_error
-from sluice.errors import SluiceError, StreamInterrupted, error_status
+from gateway.wire.openai_chunks import OpenAIChunks, completion, terminal_error
+from sluice.errors import StreamInterrupted
 from sluice.events import DELTA, TERMINAL_EVENTS, Event, Transcript
 from sluice.store import Job
 
 bp = Blueprint("openai", __name__)
-FIRST_BYTE_WAIT = 20.0  # below the 30 s some PaaS routers allow before the first byte
-
-
-def error_response(error: dict[str, Any], job_id: str | None = None) -> Response:
-    """An error recorded as ``to_dict()``, in OpenAI's shape, with its status."""
-    response = jsonify(error_body(error))
-    response.status_code = error_status(error)
-    if job_id:
-        response.headers["X-Sluice-Job-Id"] = job_id
-    return response
-
-
-@bp.errorhandler(SluiceError)
-def _sluice_error(exc: SluiceError) -> Response:
-    body = exc.to_dict()
-    if exc.status < 500:
-        body = {**body, "code": body.get("code") or exc.type, "type": "invalid_request_error"}
-    response = jsonify(error_body(body))
-    response.status_code = exc.status
-    add_retry_after(response, exc)
-    return response
-
-
-@bp.errorhandler(HTTPException)
-def _http_error(exc: HTTPException) -> Response:
-    status = exc.code or 500
-    kind = "rate_limit_exceeded" if status == 429 else "invalid_request_error"
-    response = jsonify(error_body({"type": kind, "message": exc.description or exc.name}))
-    response.status_code = status
-    if status == 429:
-        response.headers.setdefault("Retry-After", "60")
-    return response
-
-
-@bp.errorhandler(ValidationError)
-def _validation_error(exc: ValidationError) -> Response:
-    return _sluice_error(from_validation_error(exc))
+use_openai_errors(bp)
 
 
 @bp.post("/v1/chat/completions")
@@ -83,7 +45,7 @@ def chat_completions() -> Response:
     submission = submit(svc, params, follow=True)
     job, feed = submission.job, submission.feed
     assert feed is not None
-    deadline = time.monotonic() + FIRST_BYTE_WAIT
+    deadline = time.monotonic() + svc.settings.first_byte_wait
     items = iter(feed.beat_by(deadline))
     head = _first_decisive(items, deadline)
     last = head[-1] if head else None

@@ -11,7 +11,6 @@ import openai
 import pytest
 
 from devtools.fake_upstream import FakeUpstream, expected_reasoning, expected_reply
-from gateway.routes.chat_completions import FIRST_BYTE_WAIT
 from sluice.settings import Settings
 from tests.helpers.stack import ProcessLogs, start_gateway, start_worker
 from tests.helpers.support import read_stream, text_of, upstream_body
@@ -228,17 +227,22 @@ def test_a_malformed_idempotency_key_is_refused_here_too(gateway_url: str) -> No
 def test_a_silent_job_sends_its_first_byte_at_the_deadline_not_the_heartbeat(
     settings: Settings, process_logs: ProcessLogs
 ) -> None:
-    """With the default 15 s heartbeat and an upstream silent for 25 s, a streamed answer
-    sends its first byte by ~20 s (FIRST_BYTE_WAIT), not at the second heartbeat (30 s,
-    exactly when PaaS routers cut a request with no first byte)."""
+    """With the default 15 s heartbeat and an upstream silent for longer, a streamed answer
+    sends its first byte at SLUICE_FIRST_BYTE_WAIT (20 s by default; 3 s here), not at a
+    heartbeat (the second, at 30 s, is exactly when PaaS routers cut a request with no
+    first byte)."""
+    first_byte_wait = 3.0
     patient = settings.with_(
         key_prefix=f"{settings.key_prefix}-silent", queue=f"{settings.queue}-silent",
         heartbeat_interval=15.0, upstream_read_timeout=60.0,
     )  # fmt: skip
     start_worker(patient, process_logs, name="worker-silent")
-    _process, url = start_gateway(patient, process_logs, name="gateway-15s-heartbeat")
+    _process, url = start_gateway(
+        patient, process_logs, name="gateway-15s-heartbeat",
+        env={"SLUICE_FIRST_BYTE_WAIT": str(first_byte_wait)},
+    )  # fmt: skip
     prompt = f"first byte {secrets.token_hex(4)}"
-    body = {"model": "silent;stall=25", "stream": True,
+    body = {"model": "silent;stall=8", "stream": True,
             "messages": [{"role": "user", "content": prompt}]}  # fmt: skip
     started = time.monotonic()
     with (
@@ -250,4 +254,4 @@ def test_a_silent_job_sends_its_first_byte_at_the_deadline_not_the_heartbeat(
         assert response.status_code == 200
         assert response.headers["X-Sluice-Job-Id"]
     assert first.startswith(b": keep-alive")
-    assert FIRST_BYTE_WAIT - 0.5 <= waited < FIRST_BYTE_WAIT + 3, waited
+    assert first_byte_wait - 0.5 <= waited < first_byte_wait + 3, waited

@@ -316,7 +316,9 @@ def test_a_close_delimited_upstream_streams_its_deltas_as_they_come(
     is still writing (with ``iter_content`` a close-delimited body came only at its end)."""
     prompt = unique_prompt()
     job = create_job(
-        client, model=f"slow;delay=0.2;{body}", messages=[{"role": "user", "content": prompt}]
+        client,
+        model=f"slow;delay=0.1;words=4;{body}",
+        messages=[{"role": "user", "content": prompt}],
     )
     head = read_stream(client, job["events_url"], limit=2)
     assert [e.event for e in head] == ["started", "delta"]
