@@ -29,7 +29,7 @@ import redis
 
 from gateway.hub import Hub
 from sluice.events import TERMINAL_EVENTS, entry_type, parse_message
-from sluice.store import JobStore
+from sluice.store import TERMINAL_STATUSES, JobStore
 
 log = logging.getLogger("sluice.gateway.feed")
 REPLAY_PAGE = 500  # log entries read at a time when catching up
@@ -159,15 +159,19 @@ class JobFeed:
                     yield from self._from_log()
                     if self.finished:
                         break
-                    job = self.store.get(self.job_id)
-                    if job is None:
+                    progress = self.store.progress(self.job_id)
+                    if progress is None:
                         log.info("job %s expired while streaming", self.job_id)
                         break
-                    if job.ended and self.last >= job.last_event_id:
-                        # ended, and its log holds nothing more for this client (a log
-                        # that lost its tail): waiting would never end
-                        log.warning("job %s ended at event %d; ending the stream at %d",
-                                    self.job_id, job.last_event_id, self.last)  # fmt: skip
+                    status, last_event_id = progress
+                    if status in TERMINAL_STATUSES:
+                        yield from self._from_log()  # (it may have ended since that read)
+                        if not self.finished:
+                            # ended, and its log holds nothing more for this client (a
+                            # log that lost its tail): waiting would never end; the
+                            # client's reconnect learns why (410 cursor_gone)
+                            log.warning("job %s ended at event %d; its log ends at %d",
+                                        self.job_id, last_event_id, self.last)  # fmt: skip
                         break
                     yield HEARTBEAT
                     next_beat = self._next_beat()

@@ -251,6 +251,15 @@ class JobStore:
         h = cast("dict[str, str]", self.redis.hgetall(self.keys.job(job_id)))
         return Job.from_hash(job_id, h) if h else None
 
+    def progress(self, job_id: str) -> tuple[str, int] | None:
+        """The job's status and last event id, or None when it is gone: what a stream
+        checks at each heartbeat, without fetching the request and ``meta`` (images sent
+        as data URLs make them megabytes)."""
+        status, last = cast(
+            "list[str | None]", self.redis.hmget(self.keys.job(job_id), "status", "last_event_id")
+        )
+        return None if status is None else (status, int(last or 0))
+
     def read_events(
         self, job_id: str, after: int = 0, limit: int | None = None
     ) -> list[tuple[int, str]]:

@@ -48,3 +48,20 @@ def test_read_events_honours_its_limit(store: JobStore) -> None:
     assert [i for i, _ in store.read_events(job_id, 1, limit=2)] == [2, 3]
     assert [i for i, _ in store.read_events(job_id, 3, limit=2)] == [4]
     assert [i for i, _ in store.read_events(job_id)] == [1, 2, 3, 4]
+
+
+def test_a_feed_into_an_ended_job_whose_log_lost_its_tail_ends_at_the_first_heartbeat(
+    store: JobStore,
+) -> None:
+    """Redis lost the end of an ended job's log (a failover, an eviction): the feed sends
+    what the log holds and then ends, instead of sending heartbeats until the client gives
+    up; the client's reconnect gets the 410 that says why."""
+    job_id = running_job(store)
+    last = store.append(job_id, delta("a") + delta("b") + delta("c"), attempt=1, expect_last=1)
+    store.append(job_id, [Event(DONE, {"usage": None})], attempt=1, expect_last=last)
+    store.redis.ltrim(store.keys.events(job_id), 0, 2)  # events 1-3 of 5 are left
+    hub = Hub(store.redis, f"{store.keys.prefix}:hub")
+    feed = JobFeed(store, job_id, after=1, heartbeat=0.2, subscribe=hub.subscribe)
+    items = list(feed)  # would never end if the feed waited for events 4 and 5
+    assert [item[0] for item in items if isinstance(item, tuple)] == [2, 3]
+    assert not feed.finished
