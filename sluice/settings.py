@@ -153,6 +153,46 @@ class Settings:
         BOTH,
         "broker, event log and pub/sub; `rediss://` works",
     )
+    celery_broker_url: str | None = CONNECTIONS.setting(
+        "CELERY_BROKER_URL",
+        None,
+        "URL",
+        BOTH,
+        "the job queue's broker when it is not `REDIS_URL` (Celery's own name): RabbitMQ "
+        "(`amqp://`), or another Redis; unset: `REDIS_URL`",
+        secret=True,
+    )
+    redis_cluster: bool = CONNECTIONS.setting(
+        "SLUICE_REDIS_CLUSTER",
+        False,
+        "flag",
+        BOTH,
+        "`REDIS_URL` is a seed node of a Redis Cluster (the event log and live delivery "
+        "shard across it)",
+    )
+    redis_sentinels: tuple[str, ...] = CONNECTIONS.setting(
+        "REDIS_SENTINELS",
+        (),
+        "list",
+        BOTH,
+        "comma-separated `host:port` of Redis Sentinels: the log's Redis (and a Redis "
+        "broker) is the master they name `REDIS_SENTINEL_MASTER`, found again after a failover",
+    )
+    redis_sentinel_master: str = CONNECTIONS.setting(
+        "REDIS_SENTINEL_MASTER",
+        "mymaster",
+        "name",
+        BOTH,
+        "the master's name in the Sentinels' configuration",
+    )
+    redis_sentinel_password: str | None = CONNECTIONS.setting(
+        "REDIS_SENTINEL_PASSWORD",
+        None,
+        "secret",
+        BOTH,
+        "the Sentinels' own password, when they have one (the master's is `REDIS_URL`'s)",
+        secret=True,
+    )
     redis_ssl_cert_reqs: str = CONNECTIONS.setting(
         "REDIS_SSL_CERT_REQS",
         "required",

@@ -260,6 +260,7 @@ HINTS = typing.get_type_hints(Settings)
 SAMPLES: dict[object, tuple[str, object]] = {
     int: (" 7 ", 7),
     float: ("2.5", 2.5),
+    bool: (" 1 ", True),
     str: (" some-value ", "some-value"),
     tuple[str, ...]: (" a, b ,,c ", ("a", "b", "c")),
     str | None: (" s3cret ", " s3cret "),  # keys are taken as given
@@ -316,6 +317,8 @@ def test_keys_stay_out_of_repr() -> None:
     settings = Settings(openai_api_key="sk-1", access_keys=("ak-2",), secret_key="sec-3")
     assert not {"sk-1", "ak-2", "sec-3"} & set(re.findall(r"[\w-]+", repr(settings)))
     assert {var.name for var in VARIABLES.values() if var.secret} == {
+        "CELERY_BROKER_URL",  # its password
+        "REDIS_SENTINEL_PASSWORD",
         "OPENAI_API_KEY",
         "SLUICE_ACCESS_KEYS",
         "SLUICE_SECRET_KEY",
