@@ -166,6 +166,9 @@ def test_a_worker_killed_mid_answer_restarts_the_job_on_another(
     exact(events, upstream, prompt)
     assert poll["status"] == "succeeded" and poll["attempt"] == 2
     assert recovery_s < 20
+    heir = stack.workers[1].log_path.read_text(errors="replace")
+    assert f"job {job['id']}: not queued (already running" in heir  # the broker's redelivery
+    assert f"event=job.restarted job={job['id']} attempt=2" in heir  # the lease's restart
     record("amqp_worker_killed", recovery_s=round(recovery_s, 1), lease_ttl_s=3.0)
 
 
