@@ -15,6 +15,12 @@ from sluice.task_queue import Transport, make_celery
 AMQP = "amqp://sluice:s3cret@rabbit.internal:5672/jobs"
 
 
+@pytest.fixture(autouse=True)
+def _no_broker_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Celery itself prefers the environment's CELERY_BROKER_URL to the app's broker."""
+    monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
+
+
 def transport_of(settings: Settings) -> object:
     app = make_celery(settings)
     return app.connection_for_write().transport
