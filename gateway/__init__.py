@@ -56,10 +56,12 @@ def create_app(settings: Settings | None = None) -> Flask:
         )
     upstream = settings.openai_base_url
     logging.getLogger("sluice.gateway").info(
-        "gateway ready: upstream %s (%s), redis %s, access keys %s, rate limit %s",
+        "gateway ready: upstream %s (%s), redis %s, broker %s (%s), access keys %s, rate limit %s",
         upstream,
         "server key set" if settings.openai_api_key else "no OPENAI_API_KEY",
         redact_url(settings.redis_url),
+        services.broker.url,
+        services.broker.kind,
         "on" if settings.access_keys else "off",
         settings.rate_limit or "off",
     )

@@ -14,6 +14,7 @@ from gateway.access import AccessControl
 from gateway.feed import JobFeed, Subscribe
 from gateway.hub import Hub
 from gateway.submit import SubmissionGate
+from sluice.broker import Broker, make_broker
 from sluice.keyvault import KeyVault, vault_for
 from sluice.redis_client import make_redis
 from sluice.settings import Settings
@@ -27,6 +28,7 @@ class Services:
     redis: redis.Redis
     store: JobStore
     celery: Celery
+    broker: Broker  # what the gateway reads from the job queue's broker (depth, readiness)
     vault: KeyVault | None
     access: AccessControl
     hub: Hub
@@ -45,7 +47,8 @@ class Services:
         access = AccessControl(settings)
         gate = SubmissionGate(settings.submit_concurrency)
         celery = make_celery(settings)
-        return cls(settings, client, store, celery, vault, access, hub, gate, hub.subscribe)
+        broker = make_broker(settings, client)
+        return cls(settings, client, store, celery, broker, vault, access, hub, gate, hub.subscribe)
 
     def feed(self, job_id: str, after: int) -> JobFeed:
         heartbeat = self.settings.heartbeat_interval

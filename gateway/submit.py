@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from gateway import request
 from gateway.feed import JobFeed
 from gateway.request import ChatParameters
+from sluice.broker import BrokerUnavailable
 from sluice.errors import ConversationBusy, InvalidRequest, Overloaded, ServiceUnavailable
 from sluice.logs import job_event
 from sluice.models import lookup, upstream_messages, upstream_parameters
@@ -114,7 +115,13 @@ def submit(
 
 
 def _refuse_when_full(svc: Services) -> None:
-    waiting = svc.redis.llen(svc.settings.queue)
+    """``Overloaded`` when ``SLUICE_MAX_QUEUED`` jobs wait in the broker (RabbitMQ's depth
+    is at most a second old: ``sluice.broker``); ``ServiceUnavailable`` when it is down."""
+    try:
+        waiting = svc.broker.queue_depth(svc.settings.queue)
+    except BrokerUnavailable as exc:
+        log.warning("refusing a job: the broker is unavailable (%s)", exc)
+        raise ServiceUnavailable("the job queue is unavailable; retry") from exc
     if waiting >= svc.settings.max_queued:
         log.warning(
             "refusing a job: %d jobs are waiting (limit %d)", waiting, svc.settings.max_queued

@@ -20,6 +20,11 @@ submission (py-spy, 1,000 jobs). A client is only a handle on the pool (the conn
 the pool's), so this channel builds one per pool and hands it out every time; kombu's
 behaviour is otherwise unchanged. ``make_celery`` sets it as Celery's ``broker_transport``;
 the broker URL (``redis://`` or ``rediss://``) still says where Redis is and how to reach it.
+
+The broker is ``CELERY_BROKER_URL``, else ``REDIS_URL``. An ``amqp://`` (or ``amqps://``)
+URL gets Celery's stock py-amqp transport instead, with quorum queues, publisher confirms
+and late acks (``_on_rabbitmq`` says why each); what Sluice itself reads from the broker
+(queue depth, readiness, the reaper's look at the queue's head) is ``sluice/broker.py``.
 """
 
 from __future__ import annotations
@@ -28,11 +33,14 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from celery import Celery
+from kombu.entity import Exchange, Queue
 from kombu.transport import redis as kombu_redis
 
+from sluice.broker import broker_kind, broker_url
 from sluice.redis_client import CERT_REQS, tls_options
 from sluice.settings import Settings
 
@@ -61,7 +69,7 @@ def enqueue_job(celery: Celery, job_id: str, queue: str) -> None:
 def job_at_head(client: redis.Redis, queue: str) -> str | None:
     """The id of the job whose message is next in ``queue`` on a Redis broker (kombu
     pushes on the left and pops on the right), None when the queue is empty, "" when the
-    message there is not one of ours."""
+    message there is not one of ours. (``sluice.broker`` reads it for either broker.)"""
     raw = client.lindex(queue, -1)
     if raw is None:
         return None
@@ -72,9 +80,9 @@ def job_at_head(client: redis.Redis, queue: str) -> str | None:
 
 
 def make_celery(settings: Settings, main: str = "sluice") -> Celery:
-    app = Celery(main, broker=settings.redis_url)
+    url = broker_url(settings)
+    app = Celery(main, broker=url)
     app.conf.update(
-        broker_transport=TRANSPORT,  # kombu's Redis transport, one client per pool
         task_default_queue=settings.queue,
         task_ignore_result=True,
         # Results are off (the job store has them), but Celery keeps its backend object
@@ -91,16 +99,93 @@ def make_celery(settings: Settings, main: str = "sluice") -> Celery:
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
+        broker_pool_limit=100,
+    )
+    if broker_kind(url) == "amqp":
+        _on_rabbitmq(app, settings, main)
+        return app
+    app.conf.update(
+        broker_transport=TRANSPORT,  # kombu's Redis transport, one client per pool
         # kombu's own Redis pool: acks of many concurrent late-acked tasks need connections
         broker_transport_options={
             "visibility_timeout": 2 * 3600,
             "max_connections": settings.redis_max_connections,
         },
-        broker_pool_limit=100,
     )
-    if tls_options(settings):
+    if tls_options(settings.with_(redis_url=url)):
         app.conf.broker_use_ssl = {"ssl_cert_reqs": CERT_REQS[settings.redis_ssl_cert_reqs]}
     return app
+
+
+def job_queue(name: str) -> Queue:
+    """A job queue on RabbitMQ: a durable quorum queue (replicated by Raft on a cluster,
+    kept on disk, never exclusive or auto-deleted: what quorum queues require) bound to a
+    direct exchange of its name, as Celery would declare it otherwise."""
+    return Queue(
+        name,
+        Exchange(name, type="direct", durable=True),
+        routing_key=name,
+        durable=True,
+        auto_delete=False,
+        exclusive=False,
+        queue_arguments={"x-queue-type": "quorum"},
+    )
+
+
+def connection_name(main: str, queue: str) -> str:
+    """How RabbitMQ lists a Sluice process's connections (``rabbitmqctl list_connections
+    user_provided_name``, the management UI): its role and its queue."""
+    return f"{main} queue={queue}"
+
+
+def _on_rabbitmq(app: Celery, settings: Settings, main: str) -> None:
+    """Celery's stock py-amqp transport (the URL's ``amqp://`` picks it), with:
+
+    - **Quorum queues.** ``task_queues`` declares the deployment's queue (``SLUICE_QUEUE``)
+      as one; a queue Celery creates because it is missing (a worker started with another
+      ``--queues``, the reaper re-ringing a job of another deployment's queue) is one too
+      (``task_create_missing_queue_type``). Publishing declares the queue as well, so a
+      job sent before any worker started is kept, not dropped as unroutable. Celery sees
+      the quorum queue and turns global QoS off (quorum queues have none): the prefetch
+      count is per consumer and fixed.
+    - **Publisher confirms** (``confirm_publish``): ``send_task`` returns once RabbitMQ has
+      the message (on disk, on a quorum of nodes); a refusal or a broken connection raises,
+      so the gateway withdraws the job and answers ``503`` instead of losing it silently.
+    - **Late acks, prefetch = concurrency** (``worker_prefetch_multiplier=1``, set above):
+      a message is acked when its job's attempt ends, so a worker's unacked messages are
+      its running jobs plus those about to start, never more than its gevent pool's
+      ``--concurrency``. A worker whose pool is full is sent nothing more, and every job
+      waiting goes to a worker with a free slot: one long stream holds back no other job
+      (a larger multiplier would park jobs behind full pools; a message acked at once would
+      let a full worker keep taking them). A worker that dies (its connection closes)
+      has its unacked messages redelivered at once by RabbitMQ; a job it had claimed is
+      refused by the claim (it is still running under the dead worker's lease) and the
+      reaper restarts it when the lease runs out; one it had not claimed yet simply runs.
+    - **consumer_timeout**: RabbitMQ closes a channel whose delivery stays unacked longer
+      than ``consumer_timeout`` (30 min by default). With late acks a job streaming longer
+      would lose its worker's channel: Celery reconnects, the running jobs go on (Celery
+      does not cancel them: ``worker_cancel_long_running_tasks_on_connection_loss`` stays
+      off), their redelivered messages are skipped by the claim, and their acks on the old
+      channel are logged and dropped: no job is lost or run twice, but the worker stops
+      taking jobs while it reconnects. Set ``consumer_timeout`` above your longest job
+      (``SLUICE_MAX_JOB_AGE``, 6 h, is a bound) in ``rabbitmq.conf``, or per queue with the
+      ``consumer-timeout`` policy on RabbitMQ 3.12 and later.
+    """
+    app.conf.update(
+        task_queues=[job_queue(settings.queue)],
+        task_create_missing_queues=True,
+        task_create_missing_queue_type="quorum",
+        task_default_queue_type="quorum",
+        task_default_exchange=settings.queue,
+        task_default_exchange_type="direct",
+        task_default_routing_key=settings.queue,
+        broker_transport_options={
+            "confirm_publish": True,
+            "client_properties": {"connection_name": connection_name(main, settings.queue)},
+        },
+    )
+    if urlsplit(broker_url(settings)).scheme == "amqps":
+        app.conf.broker_use_ssl = True
 
 
 # -- the broker transport ------------------------------------------------------------

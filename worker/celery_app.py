@@ -2,6 +2,12 @@
 
 Streaming a completion is I/O-bound, so one process runs many jobs on gevent greenlets
 (``--pool gevent --concurrency N``); prefork would block a whole process per stream.
+
+On RabbitMQ the worker's consumer leaves out Celery's native delayed delivery
+(``JobConsumer``): Celery adds it whenever it sees a quorum queue, and it declares 28
+exchanges and 28 quorum queues (``celery_delayed_*``) on the broker at every start, for
+ETA and countdown tasks, which Sluice never sends (a job runs when a worker is free; a
+retry waits inside the attempt).
 """
 
 from __future__ import annotations
@@ -9,9 +15,12 @@ from __future__ import annotations
 import logging
 import os
 from functools import lru_cache
+from typing import ClassVar
 
 from celery.signals import worker_ready, worker_shutting_down
+from celery.worker.consumer import Consumer
 
+from sluice.broker import Broker, broker_kind, broker_url, make_broker, safe_url
 from sluice.heap import freeze_startup_heap
 from sluice.logs import configure_logging
 from sluice.metrics import serve_worker_metrics
@@ -30,6 +39,21 @@ cooperative_kombu_sleep()
 settings = Settings.from_env()
 app = make_celery(settings, main="sluice-worker")
 log = logging.getLogger("sluice.worker")
+
+
+class _JobConsumerSteps(Consumer.Blueprint):
+    default_steps: ClassVar[list[str]] = [
+        step for step in Consumer.Blueprint.default_steps if not step.endswith(":DelayedDelivery")
+    ]
+
+
+class JobConsumer(Consumer):
+    """Celery's consumer without native delayed delivery (the module's docstring)."""
+
+    Blueprint = _JobConsumerSteps
+
+
+app.conf.worker_consumer = f"{__name__}:JobConsumer"
 _background: dict[str, Presence | Reaper] = {}
 
 
@@ -37,11 +61,19 @@ _background: dict[str, Presence | Reaper] = {}
 def runner() -> JobRunner:
     store = JobStore(make_redis(settings), settings)
     log.info(
-        "worker ready: upstream %s (%s)",
+        "worker ready: upstream %s (%s), broker %s (%s), queue %s",
         settings.openai_base_url,
         "server key set" if settings.openai_api_key else "no OPENAI_API_KEY",
+        safe_url(broker_url(settings)),
+        broker_kind(broker_url(settings)),
+        settings.queue,
     )
     return JobRunner(store, Upstream(settings), settings)
+
+
+@lru_cache(maxsize=1)
+def broker() -> Broker:
+    return make_broker(settings, runner().store.redis)
 
 
 @app.task(name=RUN_JOB_TASK, ignore_result=True)
@@ -65,7 +97,7 @@ def _start_reaper(**_kwargs: object) -> None:
     presence = Presence(store.redis, store.keys)
     presence.start()
     _background["presence"] = presence
-    reaper = Reaper(store, _enqueue)
+    reaper = Reaper(store, _enqueue, broker())
     reaper.start()
     _background["reaper"] = reaper
     port = os.environ.get("SLUICE_WORKER_METRICS_PORT")

@@ -15,6 +15,17 @@ for longer than ``lease_ttl``: one whose message cannot be waiting in the broker
 gets it sent again. The broker queue is first-in first-out, so a job sent before the job
 whose message is next in line (or when the queue is empty) is not in it. A second
 message for a job that was not lost after all is harmless: the claim admits one.
+
+On RabbitMQ (``CELERY_BROKER_URL=amqp://…``) the broker keeps what it confirmed until it
+is acked: a dead worker's connection closes and its unacked messages are delivered again
+to another worker at once (a claimed job's copy is refused by the claim, and the lease
+restarts that job as above). What can still strand a queued job there is a message never
+sent (a gateway killed between storing the job and sending its message). A RabbitMQ queue's
+head cannot be read without taking it, so ``sluice.broker`` only tells an empty queue (no
+message ready) from a non-empty one: an old queued job is sent again when its queue has no
+message ready, and the jobs waiting their turn in a busy queue are left alone until it
+drains. A job sent again while its message was in fact with a worker, about to be
+claimed, is the harmless duplicate above.
 """
 
 from __future__ import annotations
@@ -27,10 +38,10 @@ from collections.abc import Callable
 
 import redis
 
+from sluice.broker import Broker, BrokerUnavailable, RedisBroker
 from sluice.logs import job_event
 from sluice.metrics import JOBS
 from sluice.store import JobStore
-from sluice.task_queue import job_at_head
 
 log = logging.getLogger("sluice.worker.reaper")
 # sent at the same moment as the head's message, give or take the clocks of two gateways
@@ -39,9 +50,13 @@ SEND_ORDER_SLACK = 1.0
 
 
 class Reaper:
-    def __init__(self, store: JobStore, enqueue: Callable[[str, str], None]) -> None:
+    def __init__(
+        self, store: JobStore, enqueue: Callable[[str, str], None], broker: Broker | None = None
+    ) -> None:
         self.store = store
         self.enqueue = enqueue  # (job id, queue) -> None
+        # where the queues are read (``sluice.broker``): the job store's Redis by default
+        self.broker = broker or RedisBroker(store.redis, store.settings.redis_url)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -59,6 +74,8 @@ class Reaper:
                 self.send_again()
             except redis.RedisError as exc:
                 log.warning("reaper: Redis unavailable (%s); will retry", exc)
+            except BrokerUnavailable as exc:
+                log.warning("reaper: the broker is unavailable (%s); will retry", exc)
             except Exception:
                 log.exception("reaper: unexpected failure")
 
@@ -113,7 +130,7 @@ class Reaper:
         """When the message next in ``queue`` was sent: ``inf`` when the queue is empty
         (no message is waiting, so every old one is missing), None when it is unknown (the
         head is not a queued job's: a duplicate, say, about to be consumed and skipped)."""
-        head = job_at_head(self.store.redis, queue)
+        head = self.broker.job_at_head(queue)
         if head is None:
             return math.inf
         return self.store.sent_at(head) if head else None

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from gateway.services import services
+from sluice.broker import BrokerUnavailable
 from sluice.metrics import ClusterCollector, gateway_registry
 from sluice.presence import alive_workers
 
@@ -15,10 +18,11 @@ _registry: dict[str, CollectorRegistry] = {}  # built at the first scrape
 
 def _cluster_values() -> dict[str, float]:
     svc = services()
-    with svc.redis.pipeline(transaction=False) as pipe:
-        pipe.llen(svc.settings.queue)
-        pipe.zcard(svc.store.keys.leases)
-        depth, running = pipe.execute()
+    try:
+        depth = float(svc.broker.queue_depth(svc.settings.queue))
+    except BrokerUnavailable:
+        depth = math.nan  # Prometheus' "no value": the broker did not answer
+    running = svc.redis.zcard(svc.store.keys.leases)
     return {
         "queue_depth": depth,
         "jobs_running": running,

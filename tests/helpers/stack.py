@@ -29,6 +29,7 @@ def stack_env(settings: Settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     env.update(
         REDIS_URL=settings.redis_url,
+        CELERY_BROKER_URL=settings.celery_broker_url or "",  # blank: REDIS_URL
         REDIS_SSL_CERT_REQS=settings.redis_ssl_cert_reqs,
         OPENAI_API_KEY=settings.openai_api_key or "",
         OPENAI_BASE_URL=settings.openai_base_url,

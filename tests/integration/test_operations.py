@@ -57,7 +57,7 @@ def test_readyz_fails_without_a_live_worker_and_when_the_queue_is_full(
         for _ in range(2):
             c.post("/v1/jobs", json={"model": "m", "messages": [{"role": "user", "content": "x"}]})
         queue = c.get("/readyz").json()["checks"]["queue"]
-        assert queue == {"status": "failing", "depth": 2, "limit": 2}
+        assert queue == {"status": "failing", "depth": 2, "limit": 2, "broker": "redis"}
 
 
 def job_lines(logs: ProcessLogs, job_id: str) -> list[str]:
