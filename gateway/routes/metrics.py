@@ -17,11 +17,12 @@ def _cluster_values() -> dict[str, float]:
     svc = services()
     with svc.redis.pipeline(transaction=False) as pipe:
         pipe.llen(svc.settings.queue)
-        pipe.zcard(svc.store.keys.leases)
-        depth, running = pipe.execute()
+        for leases in svc.store.keys.lease_indexes:  # one, or one per bucket on a cluster
+            pipe.zcard(leases)
+        depth, *running = pipe.execute()
     return {
         "queue_depth": depth,
-        "jobs_running": running,
+        "jobs_running": sum(running),
         "workers_alive": alive_workers(svc.redis, svc.store.keys),
     }
 
