@@ -71,8 +71,23 @@ def job_at_head(client: redis.Redis, queue: str) -> str | None:
         return ""
 
 
+def broker_url(settings: Settings) -> str:
+    """``CELERY_BROKER_URL``, else ``REDIS_URL``; refused when that is a Redis Cluster
+    (kombu's Redis transport needs one Redis: its queue, unacked hash and their scripts
+    span keys in different slots), so a misconfiguration stops the process at startup."""
+    if settings.celery_broker_url:
+        return settings.celery_broker_url
+    if settings.redis_cluster:
+        raise ValueError(
+            "SLUICE_REDIS_CLUSTER is on, so REDIS_URL is a Redis Cluster, which cannot be "
+            "the job queue's broker: set CELERY_BROKER_URL to RabbitMQ (amqp://) or a "
+            "plain Redis (redis://)"
+        )
+    return settings.redis_url
+
+
 def make_celery(settings: Settings, main: str = "sluice") -> Celery:
-    app = Celery(main, broker=settings.redis_url)
+    app = Celery(main, broker=broker_url(settings))
     app.conf.update(
         broker_transport=TRANSPORT,  # kombu's Redis transport, one client per pool
         task_default_queue=settings.queue,
