@@ -65,7 +65,15 @@ class RedisCluster:
             check=True, capture_output=True, timeout=60,
         )  # fmt: skip
         self._wait(self.healthy, 30)
+        self._wait(self.replicating, 30)  # (a replica that never synced cannot take over)
         return self
+
+    def replicating(self) -> bool:
+        """Every replica's link to its master is up."""
+        roles = [self.cli(port, "info", "replication") for port in self.ports]
+        replicas = [info for info in roles if "role:slave" in info]
+        wanted = self.masters * self.replicas
+        return len(replicas) == wanted and all("master_link_status:up" in r for r in replicas)
 
     def start_node(self, port: int) -> None:
         node_dir = self.directory / str(port)
@@ -75,6 +83,8 @@ class RedisCluster:
             ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
              "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
              "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--appendonly", "no",
+             # a replica may take over however long ago it last heard from its master
+             "--cluster-replica-validity-factor", "0",
              "--save", "", "--dir", str(node_dir)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip

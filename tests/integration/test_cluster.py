@@ -195,3 +195,31 @@ def test_the_rate_limits_count_on_the_cluster(
     limiter = strategies.MovingWindowRateLimiter(storage.storage_from_string(uri))
     limit, who = parse("2/minute"), f"cluster-{secrets.token_hex(3)}"
     assert [limiter.hit(limit, who) for _ in range(3)] == [True, True, False]
+
+
+def test_a_master_killed_mid_answer_fails_over_and_the_answer_completes(
+    stack: Stack,
+    cluster: RedisCluster,
+    cluster_settings: Settings,
+    nodes: ClusterClient,
+    upstream: FakeUpstream,
+) -> None:
+    """The master that holds the job's bucket is SIGKILLed while the job streams; its
+    replica takes over (cluster-node-timeout 2 s), the worker's appends and the gateway's
+    subscriber follow it, and the client's stream resumes to the exact answer. (Last in
+    the module: the cluster has one master without a replica after it.)"""
+    prompt = f"cluster failover {secrets.token_hex(3)}"
+    keys = Keys(cluster_settings.key_prefix, sharded=True)
+    with stack.client() as client:
+        job = create_job(client, model="slow;delay=0.05;words=120", messages=ask(prompt))
+        owner = nodes.nodes_manager.get_node_from_slot(nodes.keyslot(keys.job(job["id"]))).port
+        first = read_stream(client, job["events_url"], limit=10)  # live, mid-answer
+        killed_at = time.monotonic()
+        cluster.kill(owner)
+        events = first + follow(client, job["events_url"], after=first)
+        resumed_s = time.monotonic() - killed_at
+    assert [e.id for e in events] == list(range(1, len(events) + 1))
+    assert events[-1].event == "done"
+    assert text_of(events) == expected_reply(upstream_body(upstream, prompt))
+    assert owner not in cluster.master_ports()  # its replica took over
+    assert resumed_s < 30
