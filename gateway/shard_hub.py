@@ -112,10 +112,12 @@ class ShardedHub(Hub):
             shard = self._shards[node.name] = _Shard(self, node.host, node.port)
         return shard
 
-    def _rehome(self, shard: _Shard, failed: bool) -> bool:
+    def _rehome(self, shard: _Shard, failed: bool, kicked: str | None = None) -> bool:
         """Refresh the slot map and move the shard's channels that another master owns now
         to that master's shard; True if the map could be read. ``failed``: the shard's
-        node did not answer (tried last for the map)."""
+        node did not answer (tried last for the map). ``kicked``: a channel whose
+        subscription the node ended; if the node still owns its slot (a ``CLUSTER SETSLOT
+        … NODE`` sent to the owner itself ends them too), it is subscribed there again."""
         try:
             self.cluster.nodes_manager.initialize(
                 last_failed_node_name=shard.name if failed else None
@@ -132,8 +134,11 @@ class ShardedHub(Hub):
                 except redis.RedisError:
                     continue  # not covered yet; the next attempt moves it
                 if target is shard:
+                    if channel == kicked:
+                        self._resubscribed.add(channel)
+                        moves[shard].append(channel)
                     continue
-                shard.release(channel)
+                shard.release(channel, unsubscribe=False)  # (ended, or the link is down)
                 if channel not in self._pending:
                     self._resubscribed.add(channel)  # stale once the new home confirms
                 moves[target].append(channel)
@@ -178,11 +183,13 @@ class _Shard:
         self.hub._home[channel] = self
         return self.pubsub if self.up else None
 
-    def release(self, channel: str) -> PubSub | None:
+    def release(self, channel: str, unsubscribe: bool = True) -> PubSub | None:
+        """Home ``channel`` here no more; the connection to send its SUNSUBSCRIBE on, if
+        ``unsubscribe`` and the connection is up."""
         self.channels.discard(channel)
         if self.hub._home.get(channel) is self:
             del self.hub._home[channel]
-        if self.up and self.pubsub is not None:
+        if unsubscribe and self.up and self.pubsub is not None:
             self._leaving[channel] += 1
             return self.pubsub
         return None
@@ -282,4 +289,4 @@ class _Shard:
                     kicked = not ours and hub._home.get(channel) is self
                 if kicked:  # its slot left this master (resharding, or it became a replica)
                     log.info("shard %s ended the subscription of %s", self.name, channel)
-                    hub._rehome(self, failed=False)
+                    hub._rehome(self, failed=False, kicked=channel)
