@@ -82,8 +82,10 @@ def ask(prompt: str) -> list[dict[str, str]]:
 def test_the_gateway_is_ready_on_the_cluster(stack: Stack) -> None:
     with stack.client() as client:
         ready = client.get("/readyz")
+        metrics = client.get("/metrics")  # (sums the 64 lease indexes)
     assert ready.status_code == 200, ready.text
     assert ready.json()["checks"]["redis"] == {"status": "ok"}
+    assert metrics.status_code == 200 and "sluice_jobs_running 0.0" in metrics.text
 
 
 def test_a_job_streams_on_the_cluster(stack: Stack, upstream: FakeUpstream) -> None:
