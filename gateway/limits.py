@@ -8,6 +8,7 @@ Redis, so every gateway process shares them.
 from __future__ import annotations
 
 from typing import cast
+from urllib.parse import urlsplit
 
 from flask import Flask
 from flask.typing import RouteCallable
@@ -34,11 +35,12 @@ def client_key() -> str:
 def install_rate_limits(app: Flask, settings: Settings) -> Limiter | None:
     if not settings.rate_limit:
         return None
+    uri, options = limiter_storage(settings)
     limiter = Limiter(
         key_func=client_key,
         app=app,
-        storage_uri=settings.redis_url,
-        storage_options={**tls_options(settings)},
+        storage_uri=uri,
+        storage_options=options,
         strategy="moving-window",
         headers_enabled=True,
         key_prefix=f"{settings.key_prefix}:ratelimit",
@@ -47,3 +49,16 @@ def install_rate_limits(app: Flask, settings: Settings) -> Limiter | None:
         view = app.view_functions[endpoint]
         app.view_functions[endpoint] = cast(RouteCallable, limiter.limit(settings.rate_limit)(view))
     return limiter
+
+
+def limiter_storage(settings: Settings) -> tuple[str, dict[str, str | int]]:
+    """The limits library's storage URI and options: ``REDIS_URL``, or on a Redis Cluster
+    its ``redis+cluster://`` form (the seed node, without a database; TLS as an option),
+    whose counters are single keys, each in its own slot."""
+    options: dict[str, str | int] = {**tls_options(settings)}
+    if not settings.redis_cluster:
+        return settings.redis_url, options
+    parts = urlsplit(settings.redis_url)
+    if parts.scheme == "rediss":
+        options["ssl"] = 1
+    return f"redis+cluster://{parts.netloc}", options

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import redis
 from celery import Celery
 from flask import current_app
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from gateway.access import AccessControl
 from gateway.feed import JobFeed, Subscribe
 from gateway.hub import Hub
+from gateway.shard_hub import ShardedHub
 from gateway.submit import SubmissionGate
 from sluice.broker import Broker, make_broker
 from sluice.keyvault import KeyVault, vault_for
@@ -43,7 +46,11 @@ class Services:
         # no health-check PINGs: the hub's one reader must be the only one on its socket;
         # no retries: the hub reconnects itself, and marks listeners stale
         hub_client = make_redis(settings, health_check_interval=0, retry=Retry(NoBackoff(), 0))
-        hub = Hub(hub_client, f"{settings.key_prefix}:hub")
+        hub: Hub
+        if settings.redis_cluster:  # sharded pub/sub: one subscriber connection per master
+            hub = ShardedHub(cast("RedisCluster", hub_client), f"{settings.key_prefix}:hub")
+        else:
+            hub = Hub(hub_client, f"{settings.key_prefix}:hub")
         access = AccessControl(settings)
         gate = SubmissionGate(settings.submit_concurrency)
         celery = make_celery(settings)

@@ -42,8 +42,18 @@ class BrokerUnavailable(Exception):
 
 
 def broker_url(settings: Settings) -> str:
-    """``CELERY_BROKER_URL``, else ``REDIS_URL``."""
-    return settings.celery_broker_url or settings.redis_url
+    """``CELERY_BROKER_URL``, else ``REDIS_URL``; refused when that is a Redis Cluster
+    (kombu's Redis transport needs one Redis: its queue, unacked hash and their scripts
+    span keys in different slots), so a misconfiguration stops the process at startup."""
+    if settings.celery_broker_url:
+        return settings.celery_broker_url
+    if settings.redis_cluster:
+        raise ValueError(
+            "SLUICE_REDIS_CLUSTER is on, so REDIS_URL is a Redis Cluster, which cannot be "
+            "the job queue's broker: set CELERY_BROKER_URL to RabbitMQ (amqp://) or a "
+            "plain Redis (redis://)"
+        )
+    return settings.redis_url
 
 
 def broker_kind(url: str) -> str:

@@ -4,10 +4,12 @@ Why Lua: the event id must be assigned, the event stored and published, and the 
 status checked (a cancelled job takes no more events; a superseded attempt cannot write)
 in one step, or a concurrent cancel, a reaper or a duplicate worker could interleave.
 
-A job's own keys share one hash tag. The lease index (a sorted set of running jobs by
-lease expiry) and the queued index (queued jobs by the time their message was sent) are
-one key each for all jobs, which ties the scripts to one Redis server (or a
-Sentinel-managed primary); see docs/scaling.md for Cluster.
+Every script touches one hash slot: a job's own keys share one hash tag, and the lease
+index (a sorted set of running jobs by lease expiry) and the queued index (queued jobs by
+the time their message was sent) it touches are its bucket's, under the same tag, in the
+sharded layout of a Redis Cluster (``sluice.keys``); on one Redis they are one key each.
+On a cluster the scripts publish with SPUBLISH (sharded pub/sub: the message stays on the
+channel's shard) instead of PUBLISH: ``sharded`` makes that variant.
 """
 
 from __future__ import annotations
@@ -156,7 +158,8 @@ return attempt + 1
 """
 )
 
-# KEYS: job hash, queued index, the Idempotency-Key's key ('' = none)
+# KEYS: job hash, queued index, the Idempotency-Key's key ('' or absent = none; on a
+#       cluster it is in another slot: absent, and DELETE_IF follows)
 # ARGV: job id
 # Takes back a job whose message could not be sent (the broker was down): deletes it, its
 # index entry and the idempotency key that names it, so a retry starts afresh. Only a job
@@ -166,8 +169,18 @@ if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
 if redis.call('HGET', KEYS[1], 'attempt') ~= '0' then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
-if KEYS[3] ~= '' and redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
+if KEYS[3] and KEYS[3] ~= '' and redis.call('GET', KEYS[3]) == ARGV[1] then
+  redis.call('DEL', KEYS[3])
+end
 return 1
+"""
+
+# KEYS: a key.  ARGV: a value.
+# Deletes the key if it holds the value (on a cluster, WITHDRAW cannot reach a job's
+# Idempotency-Key, which lives in another slot: this follows it).
+DELETE_IF = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 # KEYS: a conversation's latest-job key
@@ -180,3 +193,15 @@ if current ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 return 1
 """
+
+
+_PUBLISH = "redis.call('PUBLISH', channel,"
+
+
+def sharded(script: str) -> str:
+    """The script for a Redis Cluster: its live messages go out with SPUBLISH, which a
+    gateway's SSUBSCRIBE to the channel's shard receives (the script cannot tell which
+    deployment it runs in; one Redis keeps PUBLISH, and the scripts' hashes, as before)."""
+    if _PUBLISH not in script:
+        return script
+    return script.replace(_PUBLISH, "redis.call('SPUBLISH', channel,")

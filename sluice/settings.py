@@ -167,8 +167,8 @@ class Settings:
         False,
         "flag",
         BOTH,
-        "`REDIS_URL` is a seed node of a Redis Cluster (the event log and live delivery "
-        "shard across it)",
+        "`REDIS_URL` is a seed node of a Redis Cluster (the event log, live delivery and "
+        "rate limits shard across it); the broker must then be `CELERY_BROKER_URL`",
     )
     redis_sentinels: tuple[str, ...] = CONNECTIONS.setting(
         "REDIS_SENTINELS",

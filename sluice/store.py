@@ -98,10 +98,13 @@ def send_together(client: redis.Redis, commands: Sequence[Command]) -> list[obje
 
 
 def _pipeline(client: redis.Redis, commands: Sequence[Command]) -> list[object]:
+    # (on a Redis Cluster this is redis-py's ClusterPipeline: one pipeline per node, each
+    # call routed by its keys' slot; it refuses ``pipe.evalsha``, not the command itself)
     pipe = client.pipeline(transaction=False)
     for command in commands:
         if isinstance(command, ScriptCall):
-            pipe.evalsha(command.script.sha, len(command.keys), *command.keys, *command.args)
+            sha, keys = command.script.sha, command.keys
+            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *command.args)
         else:
             pipe.execute_command(*command)
     return pipe.execute(raise_on_error=False)
@@ -170,14 +173,18 @@ class JobStore:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.redis = client
         self.settings = settings
-        self.keys = Keys(settings.key_prefix)
-        self._append = client.register_script(scripts.APPEND)
-        self._claim = client.register_script(scripts.CLAIM)
+        # a Redis Cluster: the sharded key layout, and scripts that SPUBLISH
+        self.sharded = settings.redis_cluster
+        self.keys = Keys(settings.key_prefix, sharded=self.sharded)
+        variant = scripts.sharded if self.sharded else str
+        self._append = client.register_script(variant(scripts.APPEND))
+        self._claim = client.register_script(variant(scripts.CLAIM))
         self._renew = client.register_script(scripts.RENEW)
-        self._reap = client.register_script(scripts.REAP)
+        self._reap = client.register_script(variant(scripts.REAP))
         self._release = client.register_script(scripts.RELEASE)
         self._withdraw = client.register_script(scripts.WITHDRAW)
         self._point_conversation = client.register_script(scripts.POINT_CONVERSATION)
+        self._delete_if = client.register_script(scripts.DELETE_IF)
 
     def _log_keys(self, job_id: str) -> list[str]:
         """The keys of the scripts that write a job's log (``APPEND``, ``REAP``)."""
@@ -185,8 +192,8 @@ class JobStore:
             self.keys.job(job_id),
             self.keys.events(job_id),
             self.keys.channel(job_id),
-            self.keys.leases,
-            self.keys.queued,
+            self.keys.leases_of(job_id),
+            self.keys.queued_of(job_id),
         ]
 
     # -- creating and reading -------------------------------------------------------------
@@ -243,7 +250,7 @@ class JobStore:
         with self.redis.pipeline() as pipe:
             pipe.hset(key, mapping=cast("dict[Any, Any]", mapping))
             pipe.expire(key, self.settings.max_job_age)
-            pipe.zadd(self.keys.queued, {job_id: now})
+            pipe.zadd(self.keys.queued_of(job_id), {job_id: now})  # (the job's slot)
             pipe.execute()
         return Job.from_hash(job_id, {k: str(v) for k, v in mapping.items()}), True
 
@@ -313,10 +320,10 @@ class JobStore:
         now = time.time()
         keys = [
             self.keys.job(job_id),
-            self.keys.leases,
+            self.keys.leases_of(job_id),
             self.keys.events(job_id),
             self.keys.channel(job_id),
-            self.keys.queued,
+            self.keys.queued_of(job_id),
         ]
         args: list[str | float] = [
             job_id,
@@ -334,22 +341,41 @@ class JobStore:
         jobs' checks, ``worker/watcher.py``); its reply: 1 renewed, 0 the job is no longer
         this attempt's."""
         until = time.time() + self.settings.lease_ttl
-        return ScriptCall(
-            self._renew, [self.keys.job(job_id), self.keys.leases], [job_id, attempt, until]
-        )
+        keys = [self.keys.job(job_id), self.keys.leases_of(job_id)]
+        return ScriptCall(self._renew, keys, [job_id, attempt, until])
 
     def release(self, job_id: str, attempt: int, reason: str = "worker_shutdown") -> bool:
         """Give a running job back (a worker shutting down): end its lease now, so a
         reaper restarts it with a ``reset`` event saying ``reason``."""
-        keys = [self.keys.job(job_id), self.keys.leases]
+        keys = [self.keys.job(job_id), self.keys.leases_of(job_id)]
         return bool(self._release(keys=keys, args=[job_id, attempt, reason]))
 
     def expired_leases(self, limit: int = 100) -> list[str]:
-        """Ids of running jobs whose lease has run out (their worker is presumably dead)."""
-        return cast(
-            "list[str]",
-            self.redis.zrangebyscore(self.keys.leases, "-inf", time.time(), start=0, num=limit),
-        )
+        """Ids of running jobs whose lease has run out (their worker is presumably dead),
+        soonest expired first, from every lease index (one round trip: on a cluster, one
+        pipeline per node)."""
+        now = time.time()
+        per_index = self._read_indexes(
+            [("ZRANGEBYSCORE", key, "-inf", repr(now), "WITHSCORES", "LIMIT", "0", str(limit))
+             for key in self.keys.lease_indexes]
+        )  # fmt: skip
+        return [job_id for job_id, _ in _earliest(per_index, limit)]
+
+    def _read_indexes(self, commands: list[tuple[str, ...]]) -> list[list[tuple[str, float]]]:
+        """The ``(member, score)`` pairs each ZRANGEBYSCORE … WITHSCORES read."""
+        if len(commands) == 1:
+            raw: list[object] = [self.redis.execute_command(*commands[0])]
+        else:
+            raw = send_together(self.redis, cast("list[Command]", commands))
+        out = []
+        for reply in raw:
+            if isinstance(reply, Exception):
+                raise reply
+            pairs = cast("list[Any]", reply)
+            if pairs and not isinstance(pairs[0], list | tuple):  # a flat [m, s, m, s]
+                pairs = list(zip(pairs[::2], pairs[1::2], strict=True))
+            out.append([(str(member), float(score)) for member, score in pairs])
+        return out
 
     def reap(self, job_id: str) -> int:
         """Restart (or, at the attempt limit, fail) a job whose lease ran out.
@@ -424,35 +450,42 @@ class JobStore:
         """Queued jobs whose message was last sent before ``moment`` (a Unix time), oldest
         first, as ``(job id, sent at)``: either still waiting their turn in the broker, or
         stranded (their message lost, or held by a worker that died before claiming)."""
-        pairs = cast(
-            "list[tuple[str, float]]",
-            self.redis.zrangebyscore(
-                self.keys.queued, "-inf", f"({moment}", start=0, num=limit, withscores=True
-            ),
-        )
-        return [(job_id, float(score)) for job_id, score in pairs]
+        per_index = self._read_indexes(
+            [("ZRANGEBYSCORE", key, "-inf", f"({moment!r}", "WITHSCORES", "LIMIT", "0", str(limit))
+             for key in self.keys.queued_indexes]
+        )  # fmt: skip
+        return _earliest(per_index, limit)
 
     def sent_at(self, job_id: str) -> float | None:
         """When the message of this queued job was last sent (None: not queued)."""
-        score = self.redis.zscore(self.keys.queued, job_id)
+        score = self.redis.zscore(self.keys.queued_of(job_id), job_id)
         return None if score is None else float(score)
 
     def mark_sent(self, job_id: str) -> bool:
         """Record that the job's message was sent again now; False if it is no longer
         queued (a worker claimed it meanwhile)."""
-        return bool(self.redis.zadd(self.keys.queued, {job_id: time.time()}, xx=True, ch=True))
+        queued = self.keys.queued_of(job_id)
+        return bool(self.redis.zadd(queued, {job_id: time.time()}, xx=True, ch=True))
 
     def forget_queued(self, job_id: str) -> None:
         """Drop a queued-index entry whose job is gone (expired before it ever ran)."""
-        self.redis.zrem(self.keys.queued, job_id)
+        self.redis.zrem(self.keys.queued_of(job_id), job_id)
 
     def withdraw(self, job_id: str, idempotency_key: str | None, owner: str = "") -> bool:
         """Take back a job whose message could not be sent: it, its queued-index entry and
         its ``Idempotency-Key`` are deleted, so that a retry starts a job that runs. Only a
         job no worker has claimed; returns whether it was withdrawn."""
         idem = self.keys.idempotency(f"{owner}:{idempotency_key}") if idempotency_key else ""
-        keys = [self.keys.job(job_id), self.keys.queued, idem]
-        return bool(self._withdraw(keys=keys, args=[job_id]))
+        keys = [self.keys.job(job_id), self.keys.queued_of(job_id)]
+        if not self.sharded:
+            return bool(self._withdraw(keys=[*keys, idem], args=[job_id]))
+        # on a cluster the Idempotency-Key is in another slot: deleted after the job (a
+        # crash in between leaves a key naming a job that is gone, which ``create``
+        # replaces)
+        withdrawn = bool(self._withdraw(keys=keys, args=[job_id]))
+        if withdrawn and idem:
+            self._delete_if(keys=[idem], args=[job_id])
+        return withdrawn
 
     def cancel(self, job_id: str, usage: dict[str, Any] | None) -> Job:
         """End a job with ``cancelled``; idempotent: an ended job is returned as it is."""
@@ -463,3 +496,10 @@ class JobStore:
         if job is None:
             raise JobGone(f"job {job_id} does not exist")
         return job
+
+
+def _earliest(per_index: list[list[tuple[str, float]]], limit: int) -> list[tuple[str, float]]:
+    """The ``limit`` lowest-scored ``(member, score)`` pairs of several indexes."""
+    merged = [pair for pairs in per_index for pair in pairs]
+    merged.sort(key=lambda pair: pair[1])
+    return merged[:limit]

@@ -22,10 +22,13 @@ def _cluster_values() -> dict[str, float]:
         depth = float(svc.broker.queue_depth(svc.settings.queue))
     except BrokerUnavailable:
         depth = math.nan  # Prometheus' "no value": the broker did not answer
-    running = svc.redis.zcard(svc.store.keys.leases)
+    with svc.redis.pipeline(transaction=False) as pipe:
+        for leases in svc.store.keys.lease_indexes:  # one, or one per bucket on a cluster
+            pipe.zcard(leases)
+        running = pipe.execute()
     return {
         "queue_depth": depth,
-        "jobs_running": running,
+        "jobs_running": sum(running),
         "workers_alive": alive_workers(svc.redis, svc.store.keys),
     }
 

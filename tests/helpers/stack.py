@@ -53,6 +53,10 @@ def stack_env(settings: Settings, **extra: str) -> dict[str, str]:
         SLUICE_CORS_ORIGINS=",".join(settings.cors_origins),
         PYTHONUNBUFFERED="1",
     )
+    if settings.celery_broker_url:  # the broker apart from the log's Redis (a cluster's)
+        env["CELERY_BROKER_URL"] = settings.celery_broker_url
+    if settings.redis_cluster:
+        env["SLUICE_REDIS_CLUSTER"] = "1"
     env.update(extra)
     return env
 

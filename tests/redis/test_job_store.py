@@ -52,7 +52,7 @@ def test_claim_starts_the_job_in_one_step(store: JobStore) -> None:
     assert job.started_at is not None and job.request == {"model": "m", "messages": []}
     [(event_id, entry)] = store.read_events(job_id)
     assert event_id == 1 and Event.from_entry(entry) == Event(STARTED, {"model": "m", "attempt": 1})
-    assert store.redis.zscore(store.keys.leases, job_id) is not None
+    assert store.redis.zscore(store.keys.leases_of(job_id), job_id) is not None
 
 
 def test_claim_succeeds_once_so_a_duplicate_delivery_cannot_run_twice(store: JobStore) -> None:
@@ -84,7 +84,7 @@ def test_a_handed_back_attempt_can_neither_write_nor_renew(store: JobStore) -> N
             store.append(job_id, [event], attempt=1)
     renew = store.renew_call(job_id, 1)
     assert renew.script(keys=renew.keys, args=renew.args) == 0
-    assert store.redis.zscore(store.keys.leases, job_id) == 0  # still due for the reaper
+    assert store.redis.zscore(store.keys.leases_of(job_id), job_id) == 0  # still due for the reaper
     assert store.reap(job_id) == 2
     assert [Event.from_entry(e).type for _, e in store.read_events(job_id)] == [STARTED, "reset"]
     job = store.get(job_id)

@@ -60,7 +60,8 @@ def test_a_job_whose_message_was_taken_and_lost_is_sent_again(queued_store: JobS
     ids = submit(queued_store, 3)
     queued_store.redis.rpop(queued_store.settings.queue)  # the oldest message, taken and lost
     # everything still waiting was sent after the lost one: only the lost one is missing
-    queued_store.redis.zadd(queued_store.keys.queued, {ids[1]: 10**10, ids[2]: 10**10})
+    for job_id in ids[1:]:
+        queued_store.redis.zadd(queued_store.keys.queued_of(job_id), {job_id: 10**10})
     sweeper, sent = reaper(queued_store)
     assert sweeper.send_again() == 1 and sent == [ids[0]]
 

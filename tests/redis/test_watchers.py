@@ -71,11 +71,11 @@ def test_one_thread_checks_on_every_job_and_renews_leases_when_due(store: JobSto
     threads_before = threading.active_count()
     entered = [watchers.watch(job_id, 1).__enter__() for job_id in jobs]
     assert threading.active_count() <= threads_before + 1
-    lease = store.redis.zscore(store.keys.leases, jobs[0])
+    lease = store.redis.zscore(store.keys.leases_of(jobs[0]), jobs[0])
     for watcher in entered:
         watcher.next_renew = 0  # due now
     deadline = time.monotonic() + 5
-    while store.redis.zscore(store.keys.leases, jobs[0]) == lease:
+    while store.redis.zscore(store.keys.leases_of(jobs[0]), jobs[0]) == lease:
         assert time.monotonic() < deadline, "the lease was not renewed"
         time.sleep(0.02)
     assert all(w.next_renew > time.monotonic() for w in entered)  # renewed, next one later
