@@ -14,7 +14,7 @@ from flask.typing import RouteCallable
 from flask_limiter import Limiter
 
 from gateway import request as incoming
-from sluice.redis_client import tls_options
+from sluice.redis_client import limiter_storage
 from sluice.settings import Settings
 
 LIMITED_ENDPOINTS = (
@@ -34,11 +34,12 @@ def client_key() -> str:
 def install_rate_limits(app: Flask, settings: Settings) -> Limiter | None:
     if not settings.rate_limit:
         return None
+    storage_uri, storage_options = limiter_storage(settings)
     limiter = Limiter(
         key_func=client_key,
         app=app,
-        storage_uri=settings.redis_url,
-        storage_options={**tls_options(settings)},
+        storage_uri=storage_uri,
+        storage_options=storage_options,
         strategy="moving-window",
         headers_enabled=True,
         key_prefix=f"{settings.key_prefix}:ratelimit",
