@@ -30,6 +30,8 @@ def stack_env(settings: Settings, **extra: str) -> dict[str, str]:
     env.update(
         REDIS_URL=settings.redis_url,
         REDIS_SSL_CERT_REQS=settings.redis_ssl_cert_reqs,
+        REDIS_SENTINELS=",".join(settings.redis_sentinels),
+        REDIS_SENTINEL_MASTER=settings.redis_sentinel_master,
         OPENAI_API_KEY=settings.openai_api_key or "",
         OPENAI_BASE_URL=settings.openai_base_url,
         SLUICE_KEY_PREFIX=settings.key_prefix,
