@@ -27,7 +27,10 @@ local function push(events, channel, job, entries, max_age)
   if n == #entries then redis.call('EXPIRE', events, max_age) end
   local lines = {}
   for i = 1, #entries do lines[i] = (n - #entries + i) .. ' ' .. entries[i] end
-  redis.call('PUBLISH', channel, table.concat(lines, '\\n'))
+  -- a job with a replicated watermark is published by COMMIT, once replicas have it
+  if redis.call('HEXISTS', job, 'replicated') == 0 then
+    redis.call('PUBLISH', channel, table.concat(lines, '\\n'))
+  end
   redis.call('HSET', job, 'last_event_id', n)
   return n
 end
@@ -179,4 +182,26 @@ local current = redis.call('GET', KEYS[1]) or ''
 if current ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 return 1
+"""
+
+# KEYS: job hash, event log, live channel.  ARGV: up to (an event id), attempt ('' = any)
+# For a job with a replicated watermark (sluice.replication): after a WAIT confirmed that
+# the replicas have the log up to ARGV[1], raise the watermark there (never past the log's
+# end, never back) and publish the events it passes. An attempt fence skips a job another
+# attempt has taken over (its events were not covered by this writer's WAIT). Returns
+# the watermark, or -1 for a job without one (or gone).
+COMMIT = """
+local mark = redis.call('HGET', KEYS[1], 'replicated')
+if not mark then return -1 end
+mark = tonumber(mark)
+if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[2] then return mark end
+local last = tonumber(redis.call('HGET', KEYS[1], 'last_event_id') or '0')
+local upto = math.min(tonumber(ARGV[1]), last)
+if upto <= mark then return mark end
+local entries = redis.call('LRANGE', KEYS[2], mark, upto - 1)
+local lines = {}
+for i = 1, #entries do lines[i] = (mark + i) .. ' ' .. entries[i] end
+if #lines > 0 then redis.call('PUBLISH', KEYS[3], table.concat(lines, '\\n')) end
+redis.call('HSET', KEYS[1], 'replicated', upto)
+return upto
 """
