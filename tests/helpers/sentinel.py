@@ -1,11 +1,19 @@
 """A Sentinel-managed Redis of a test's own: one master, one replica and three Sentinels
 (quorum 2) on free loopback ports in a temporary directory, with a failover in about three
 seconds (down-after-milliseconds 1000). The test may SIGKILL the master; ``stop`` kills
-every process it started."""
+every process it started.
+
+The first master is reached (by everyone: the Sentinels, the replica, the stack) through
+a small TCP proxy, ``ReplicationFreeze``, which can stop passing the replication stream to
+the replica while the master goes on acknowledging writes: the writes a master
+acknowledged but never replicated, which a crash then takes with it."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -29,9 +37,10 @@ class SentinelTopology:
         self.master_port = free_port()
         self.replica_port = free_port()
         self.sentinel_ports = [free_port() for _ in range(3)]
+        self.proxy = ReplicationFreeze(self.master_port)
         try:
             self._start_server(self.master_port)
-            self._start_server(self.replica_port, "--replicaof", "127.0.0.1", str(self.master_port))
+            self._start_server(self.replica_port, "--replicaof", "127.0.0.1", str(self.proxy.port))
             for port in self.sentinel_ports:
                 self._start_sentinel(port)
             self.wait_agreed()
@@ -49,7 +58,7 @@ class SentinelTopology:
     def url(self) -> str:
         """The first master's URL (a stack with Sentinels ignores its host and port; one
         without them stays on it after a failover)."""
-        return f"redis://127.0.0.1:{self.master_port}/0"
+        return f"redis://127.0.0.1:{self.proxy.port}/0"
 
     # -- processes ----------------------------------------------------------------------
 
@@ -69,7 +78,7 @@ class SentinelTopology:
         conf.write_text(
             f"port {port}\nbind 127.0.0.1\ndir {self.directory}\n"
             f"logfile {self.directory / f'sentinel-{port}.log'}\n"
-            f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.master_port} 2\n"
+            f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.proxy.port} 2\n"
             f"sentinel down-after-milliseconds {MASTER_NAME} {self.down_after_ms}\n"
             f"sentinel failover-timeout {MASTER_NAME} 5000\n"
             f"sentinel parallel-syncs {MASTER_NAME} 1\n"
@@ -112,12 +121,20 @@ class SentinelTopology:
         return str(host), int(port)
 
     def kill_master(self) -> int:
-        """SIGKILL the current master (a crash: no shutdown, no last replication)."""
+        """SIGKILL the current master (a crash: no shutdown, no last replication); returns
+        the port the Sentinels knew it by."""
         _, port = self.master()
-        process = self.processes[port]
+        process = self.processes[self.master_port if port == self.proxy.port else port]
         process.kill()
         process.wait(10)
         return port
+
+    def restart_first_master(self) -> None:
+        """Start the crashed first master again, empty, as a replica of the new master (as
+        an operator restarting the node would; the Sentinels would convert it too, but
+        only some ten seconds later)."""
+        host, port = self.master()
+        self._start_server(self.master_port, "--replicaof", host, str(port))
 
     def wait_failover(self, old_port: int, timeout: float = 30.0) -> tuple[str, int]:
         """Until every Sentinel names a master other than ``old_port`` and it answers as one."""
@@ -139,6 +156,7 @@ class SentinelTopology:
         return self.master()
 
     def stop(self) -> None:
+        self.proxy.close()
         for process in self.processes.values():
             if process.poll() is None:
                 process.kill()
@@ -155,3 +173,72 @@ def _ping(port: int) -> bool:
         return bool(_client(port).ping())
     except redis.RedisError:
         return False
+
+
+class ReplicationFreeze:
+    """A TCP proxy to a Redis server that, once ``freeze`` is called, stops passing what
+    the server sends on replication connections (those whose client sent REPLCONF or
+    PSYNC): the server goes on as if its replica received it, the replica receives
+    nothing, and its acknowledgements stop advancing (WAIT sees it behind)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.frozen = threading.Event()
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._server.getsockname()[1])
+        self._closed = False
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def freeze(self) -> None:
+        self.frozen.set()
+
+    def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._server.close()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=1)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            self._sockets += [client, upstream]
+            replication = threading.Event()
+            threading.Thread(
+                target=self._pump, args=(client, upstream, replication, True), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._pump, args=(upstream, client, replication, False), daemon=True
+            ).start()
+
+    def _pump(
+        self, source: socket.socket, sink: socket.socket, replication: threading.Event,
+        from_client: bool,
+    ) -> None:  # fmt: skip
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                if from_client and (b"REPLCONF" in data or b"PSYNC" in data):
+                    replication.set()
+                if not from_client and replication.is_set() and self.frozen.is_set():
+                    continue  # the replica never gets it
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)

@@ -54,6 +54,10 @@ def stack_env(settings: Settings, **extra: str) -> dict[str, str]:
         SLUICE_CORS_ORIGINS=",".join(settings.cors_origins),
         PYTHONUNBUFFERED="1",
     )
+    # undeclared yet (sluice/replication.py reads them): passed on from the test's environment
+    for name in ("SLUICE_REDIS_MIN_REPLICAS", "SLUICE_REDIS_WAIT_TIMEOUT_MS"):
+        if name in os.environ:
+            env[name] = os.environ[name]
     env.update(extra)
     return env
 
