@@ -144,11 +144,11 @@ def test_writes_the_master_never_replicated_are_neither_a_gap_nor_a_repeat(
     settings: Settings, process_logs: ProcessLogs, upstream: FakeUpstream, tmp_path: Path
 ) -> None:
     """The replica stops receiving the replication stream while the master goes on
-    acknowledging appends (longer than a WAIT's timeout), then the master dies: the promoted replica's logs
-    end before what the workers wrote. Clients saw only what the replica had (the
-    replicated watermark), so each job restarts with ``reset`` after its surviving end and
-    every client ends with exactly its answer. (Without the watermark, clients see events
-    the replica never got, then other events under the same ids.)"""
+    acknowledging appends (longer than a WAIT's timeout), then the master dies: the
+    promoted replica's logs end before what the workers wrote. Clients saw only what the
+    replica had (the replicated watermark), so each job restarts with ``reset`` after its
+    surviving end and every client ends with exactly its answer. (Without the watermark,
+    clients see events the replica never got, then other events under the same ids.)"""
     topology = SentinelTopology(tmp_path)
     stack = sentinel_stack(settings, process_logs, topology)
     try:
