@@ -213,6 +213,8 @@ class ReplicationFreeze:
                 client.close()
                 continue
             upstream.settimeout(None)
+            for sock in (client, upstream):  # no Nagle delay on WAIT's small round trips
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._sockets += [client, upstream]
             replication = threading.Event()
             threading.Thread(
