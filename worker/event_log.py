@@ -49,6 +49,7 @@ client has passed (clients see only up to the watermark).
 from __future__ import annotations
 
 import collections
+import contextlib
 import enum
 import logging
 import threading
@@ -67,6 +68,8 @@ REPLY_TIMEOUT = 60.0  # seconds an append waits for its batch's reply before giv
 # events in one APPEND call at most: the script unpacks them onto Lua's stack, which
 # refuses ~8,000 ("too many results to unpack")
 MAX_EVENTS_PER_APPEND = 1000
+# the reason of the `reset` of a job whose log lost writes its attempt had confirmed
+LOST_WRITES = "redis_lost_writes"
 RETRY_WAIT = 0.2  # seconds between WAITs while a watermark waits for replicas and no append
 
 
@@ -306,6 +309,12 @@ class AttemptWriter:
             outcome = self._send_with_retries(self._unconfirmed[0])
             self._unconfirmed.popleft()
         if outcome is _Outcome.BEHIND:
+            # The log does not end where this attempt's confirmed writes put it: another
+            # attempt moved it on, or it lost them (a failover to a replica that never got
+            # them). Hand the job back, so it restarts now, not when the lease runs out
+            # (a job another attempt owns refuses this).
+            with contextlib.suppress(redis.RedisError):
+                self.event_log.store.release(self.job_id, self.attempt, LOST_WRITES)
             raise AttemptSuperseded(f"job {self.job_id}: the log moved on without this attempt")
 
     def _send_with_retries(self, unconfirmed: PendingAppend) -> _Outcome:
