@@ -271,8 +271,14 @@ class JobStore:
         if status is None:
             return None
         if mark is not None and int(mark) < int(last or 0):
-            # its last events are not replicated yet: to a client it has not ended
-            return RUNNING, int(mark)
+            if status not in TERMINAL_STATUSES:
+                # its last events are not replicated yet: to a client it has not got there
+                return RUNNING, int(mark)
+            # Ended, and no writer is left to raise the watermark: its last COMMIT is in
+            # flight, or died with a master (replicated after its WAIT, while the raise was
+            # not). Anyone may raise it after a WAIT of their own: everything in the log now
+            # is then on the replicas.
+            self.replicate(job_id)
         return status, int(last or 0)
 
     def read_events(
