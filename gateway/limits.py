@@ -8,14 +8,13 @@ Redis, so every gateway process shares them.
 from __future__ import annotations
 
 from typing import cast
-from urllib.parse import urlsplit
 
 from flask import Flask
 from flask.typing import RouteCallable
 from flask_limiter import Limiter
 
 from gateway import request as incoming
-from sluice.redis_client import tls_options
+from sluice.redis_client import limiter_storage
 from sluice.settings import Settings
 
 LIMITED_ENDPOINTS = (
@@ -49,16 +48,3 @@ def install_rate_limits(app: Flask, settings: Settings) -> Limiter | None:
         view = app.view_functions[endpoint]
         app.view_functions[endpoint] = cast(RouteCallable, limiter.limit(settings.rate_limit)(view))
     return limiter
-
-
-def limiter_storage(settings: Settings) -> tuple[str, dict[str, str | int]]:
-    """The limits library's storage URI and options: ``REDIS_URL``, or on a Redis Cluster
-    its ``redis+cluster://`` form (the seed node, without a database; TLS as an option),
-    whose counters are single keys, each in its own slot."""
-    options: dict[str, str | int] = {**tls_options(settings)}
-    if not settings.redis_cluster:
-        return settings.redis_url, options
-    parts = urlsplit(settings.redis_url)
-    if parts.scheme == "rediss":
-        options["ssl"] = 1
-    return f"redis+cluster://{parts.netloc}", options

@@ -1,16 +1,24 @@
-"""Redis clients built from ``REDIS_URL``, including the ``rediss://`` URLs PaaS add-ons give."""
+"""Redis clients built from ``REDIS_URL``, including the ``rediss://`` URLs PaaS add-ons give,
+or, with ``REDIS_SENTINELS``, for the master the Sentinels name (found again after a
+failover)."""
 
 from __future__ import annotations
 
+import logging
 import ssl
-from typing import cast
+from typing import Any, cast
+from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.cluster import RedisCluster
+from redis.connection import parse_url
 from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from sluice.settings import Settings
+
+log = logging.getLogger("sluice.redis")
 
 
 def make_redis(settings: Settings, **overrides: object) -> redis.Redis:
@@ -20,6 +28,11 @@ def make_redis(settings: Settings, **overrides: object) -> redis.Redis:
     wait (up to 10 s) for a free one rather than fail: redis-py's default pool refuses a
     101st connection, which a gateway with hundreds of streams or a worker with hundreds
     of jobs reaches in a burst.
+
+    With ``REDIS_SENTINELS`` the pool asks the Sentinels for the master's address each
+    time it opens a connection, so a connection lost in a failover reconnects to the
+    promoted replica (and one to a demoted master, answered READONLY, is dropped); the
+    master's password and database are ``REDIS_URL``'s, its host and port are ignored.
     """
     options: dict[str, object] = {
         "decode_responses": True,
@@ -31,8 +44,12 @@ def make_redis(settings: Settings, **overrides: object) -> redis.Redis:
     }
     options.update(tls_options(settings))
     options.update(overrides)
+    if settings.redis_cluster and settings.redis_sentinels:
+        raise ValueError("SLUICE_REDIS_CLUSTER and REDIS_SENTINELS exclude each other")
     if settings.redis_cluster:
         return make_cluster(settings, options)
+    if settings.redis_sentinels:
+        return sentinel_master(settings, options)
     pool = redis.BlockingConnectionPool.from_url(
         settings.redis_url, max_connections=settings.redis_max_connections, timeout=10, **options
     )
@@ -66,6 +83,67 @@ def make_cluster(settings: Settings, options: dict[str, object]) -> redis.Redis:
     return cast("redis.Redis", cluster)
 
 
+# -- Sentinel ------------------------------------------------------------------------------
+
+
+class SentinelBlockingConnectionPool(SentinelConnectionPool, redis.BlockingConnectionPool):
+    """redis-py's Sentinel pool with the blocking pool's bound: at most ``max_connections``,
+    a caller waits (``timeout``) for a free one."""
+
+
+class LoggingSentinel(Sentinel):
+    """A Sentinel manager that logs the master it finds, once and after each change."""
+
+    found: tuple[str, int] | None = None
+
+    def discover_master(self, service_name: str) -> tuple[str, int]:
+        address: tuple[str, int] = super().discover_master(service_name)  # type: ignore[no-untyped-call]
+        if address != self.found:
+            previous, self.found = self.found, address
+            log.info(
+                "event=redis.master name=%s master=%s:%d previous=%s", service_name, *address,
+                f"{previous[0]}:{previous[1]}" if previous else "-",
+            )  # fmt: skip
+        return address
+
+
+def sentinel_addresses(settings: Settings) -> list[tuple[str, int]]:
+    """``REDIS_SENTINELS`` as (host, port) pairs (26379 when a port is left out)."""
+    addresses = []
+    for entry in settings.redis_sentinels:
+        host, _, port = entry.strip().rpartition(":") if ":" in entry else (entry, "", "26379")
+        addresses.append((host.strip("[]"), int(port)))
+    return addresses
+
+
+def sentinel_master(settings: Settings, options: dict[str, object]) -> redis.Redis:
+    """The client of the master named ``REDIS_SENTINEL_MASTER``, through a bounded pool."""
+    url_options: dict[str, Any] = parse_url(settings.redis_url)
+    for name in ("host", "port", "connection_class", "path"):
+        url_options.pop(name, None)
+    if settings.redis_url.startswith("rediss://"):
+        url_options["ssl"] = True
+    sentinel_kwargs: dict[str, object] = {
+        "socket_connect_timeout": options["socket_connect_timeout"],
+        "socket_timeout": 5,
+        "socket_keepalive": True,
+        "decode_responses": True,
+    }
+    if settings.redis_sentinel_password:
+        sentinel_kwargs["password"] = settings.redis_sentinel_password
+    addresses = sentinel_addresses(settings)
+    manager = LoggingSentinel(addresses, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+    client: redis.Redis = manager.master_for(  # type: ignore[no-untyped-call]
+        settings.redis_sentinel_master,
+        connection_pool_class=SentinelBlockingConnectionPool,
+        max_connections=settings.redis_max_connections,
+        timeout=10,
+        **{**url_options, **options},
+    )
+    client.auto_close_connection_pool = True
+    return client
+
+
 CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
 
 
@@ -76,3 +154,23 @@ def tls_options(settings: Settings) -> dict[str, str]:
     if settings.redis_ssl_cert_reqs not in CERT_REQS:
         raise ValueError("REDIS_SSL_CERT_REQS must be required, optional or none")
     return {"ssl_cert_reqs": settings.redis_ssl_cert_reqs}
+
+
+def limiter_storage(settings: Settings) -> tuple[str, dict[str, Any]]:
+    """flask-limiter's storage URI and options: ``REDIS_URL``; with ``REDIS_SENTINELS`` the
+    ``limits`` library's ``redis+sentinel://`` form for the same master; on a Redis Cluster
+    its ``redis+cluster://`` form (the seed node, without a database; TLS as an option),
+    whose counters are single keys, each in its own slot."""
+    options: dict[str, Any] = {**tls_options(settings)}
+    if settings.redis_cluster:
+        parts = urlsplit(settings.redis_url)
+        if parts.scheme == "rediss":
+            options["ssl"] = 1
+        return f"redis+cluster://{parts.netloc}", options
+    if not settings.redis_sentinels:
+        return settings.redis_url, options
+    auth = urlsplit(settings.redis_url).netloc.rpartition("@")[0]
+    hosts = ",".join(f"{host}:{port}" for host, port in sentinel_addresses(settings))
+    uri = f"redis+sentinel://{auth + '@' if auth else ''}{hosts}/{settings.redis_sentinel_master}"
+    sentinel_kwargs = {"password": settings.redis_sentinel_password}  # None: no AUTH
+    return uri, {"sentinel_kwargs": sentinel_kwargs, "use_replicas": False}

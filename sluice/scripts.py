@@ -29,7 +29,10 @@ local function push(events, channel, job, entries, max_age)
   if n == #entries then redis.call('EXPIRE', events, max_age) end
   local lines = {}
   for i = 1, #entries do lines[i] = (n - #entries + i) .. ' ' .. entries[i] end
-  redis.call('PUBLISH', channel, table.concat(lines, '\\n'))
+  -- a job with a replicated watermark is published by COMMIT, once replicas have it
+  if redis.call('HEXISTS', job, 'replicated') == 0 then
+    redis.call('PUBLISH', channel, table.concat(lines, '\\n'))
+  end
   redis.call('HSET', job, 'last_event_id', n)
   return n
 end
@@ -195,7 +198,7 @@ return 1
 """
 
 
-_PUBLISH = "redis.call('PUBLISH', channel,"
+_PUBLISH = "redis.call('PUBLISH',"
 
 
 def sharded(script: str) -> str:
@@ -204,4 +207,27 @@ def sharded(script: str) -> str:
     deployment it runs in; one Redis keeps PUBLISH, and the scripts' hashes, as before)."""
     if _PUBLISH not in script:
         return script
-    return script.replace(_PUBLISH, "redis.call('SPUBLISH', channel,")
+    return script.replace(_PUBLISH, "redis.call('SPUBLISH',")
+
+
+# KEYS: job hash, event log, live channel.  ARGV: up to (an event id), attempt ('' = any)
+# For a job with a replicated watermark (sluice.replication): after a WAIT confirmed that
+# the replicas have the log up to ARGV[1], raise the watermark there (never past the log's
+# end, never back) and publish the events it passes. An attempt fence skips a job another
+# attempt has taken over (its events were not covered by this writer's WAIT). Returns
+# the watermark, or -1 for a job without one (or gone).
+COMMIT = """
+local mark = redis.call('HGET', KEYS[1], 'replicated')
+if not mark then return -1 end
+mark = tonumber(mark)
+if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[2] then return mark end
+local last = tonumber(redis.call('HGET', KEYS[1], 'last_event_id') or '0')
+local upto = math.min(tonumber(ARGV[1]), last)
+if upto <= mark then return mark end
+local entries = redis.call('LRANGE', KEYS[2], mark, upto - 1)
+local lines = {}
+for i = 1, #entries do lines[i] = (mark + i) .. ' ' .. entries[i] end
+if #lines > 0 then redis.call('PUBLISH', KEYS[3], table.concat(lines, '\\n')) end
+redis.call('HSET', KEYS[1], 'replicated', upto)
+return upto
+"""

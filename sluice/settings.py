@@ -193,6 +193,22 @@ class Settings:
         "the Sentinels' own password, when they have one (the master's is `REDIS_URL`'s)",
         secret=True,
     )
+    redis_min_replicas: int = CONNECTIONS.setting(
+        "SLUICE_REDIS_MIN_REPLICAS",
+        -1,
+        "count",
+        BOTH,
+        "replicas that must have an event (`WAIT`) before any client sees it, so a failover "
+        "takes back nothing a client saw (docs/reliability.md); 0: off; -1: 1 with "
+        "`REDIS_SENTINELS`, else 0. The same on gateways and workers",
+    )
+    redis_wait_timeout_ms: int = CONNECTIONS.setting(
+        "SLUICE_REDIS_WAIT_TIMEOUT_MS",
+        1000,
+        "ms",
+        BOTH,
+        "how long one `WAIT` waits for those replicas before the worker tries again",
+    )
     redis_ssl_cert_reqs: str = CONNECTIONS.setting(
         "REDIS_SSL_CERT_REQS",
         "required",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import secrets
 import time
 from collections.abc import Sequence
@@ -31,7 +32,10 @@ from sluice.errors import (
 )
 from sluice.events import CANCELLED, ERROR, TERMINAL_EVENTS, Event, Transcript, fold
 from sluice.keys import Keys
+from sluice.replication import WATERMARK_FIELD, min_replicas, wait_timeout_ms
 from sluice.settings import Settings
+
+log = logging.getLogger("sluice.store")
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
 TERMINAL_STATUSES = frozenset({SUCCEEDED, FAILED, CANCELLED})
@@ -185,6 +189,9 @@ class JobStore:
         self._withdraw = client.register_script(scripts.WITHDRAW)
         self._point_conversation = client.register_script(scripts.POINT_CONVERSATION)
         self._delete_if = client.register_script(scripts.DELETE_IF)
+        self._commit = client.register_script(variant(scripts.COMMIT))
+        # > 0: clients see a job's events once this many replicas have them
+        self.min_replicas = min_replicas(settings)
 
     def _log_keys(self, job_id: str) -> list[str]:
         """The keys of the scripts that write a job's log (``APPEND``, ``REAP``)."""
@@ -246,6 +253,8 @@ class JobStore:
             mapping["meta"] = json.dumps(meta, ensure_ascii=False)
         if conversation:
             mapping["conversation"] = conversation
+        if self.min_replicas:
+            mapping[WATERMARK_FIELD] = 0
         key = self.keys.job(job_id)
         with self.redis.pipeline() as pipe:
             pipe.hset(key, mapping=cast("dict[Any, Any]", mapping))
@@ -262,10 +271,22 @@ class JobStore:
         """The job's status and last event id, or None when it is gone: what a stream
         checks at each heartbeat, without fetching the request and ``meta`` (images sent
         as data URLs make them megabytes)."""
-        status, last = cast(
-            "list[str | None]", self.redis.hmget(self.keys.job(job_id), "status", "last_event_id")
+        status, last, mark = cast(
+            "list[str | None]",
+            self.redis.hmget(self.keys.job(job_id), "status", "last_event_id", WATERMARK_FIELD),
         )
-        return None if status is None else (status, int(last or 0))
+        if status is None:
+            return None
+        if mark is not None and int(mark) < int(last or 0):
+            if status not in TERMINAL_STATUSES:
+                # its last events are not replicated yet: to a client it has not got there
+                return RUNNING, int(mark)
+            # Ended, and no writer is left to raise the watermark: its last COMMIT is in
+            # flight, or died with a master (replicated after its WAIT, while the raise was
+            # not). Anyone may raise it after a WAIT of their own: everything in the log now
+            # is then on the replicas.
+            self.replicate(job_id)
+        return status, int(last or 0)
 
     def read_events(
         self, job_id: str, after: int = 0, limit: int | None = None
@@ -273,7 +294,16 @@ class JobStore:
         """The log entries with ids greater than ``after`` (at most ``limit``), as
         ``(id, entry)``."""
         end = -1 if limit is None else after + limit - 1
-        entries = cast("list[str]", self.redis.lrange(self.keys.events(job_id), after, end))
+        if not self.min_replicas:
+            entries = cast("list[str]", self.redis.lrange(self.keys.events(job_id), after, end))
+            return [(after + i + 1, entry) for i, entry in enumerate(entries)]
+        # only up to the replicated watermark: what a failover cannot take back
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(self.keys.job(job_id), WATERMARK_FIELD)
+            pipe.lrange(self.keys.events(job_id), after, end)
+            mark, entries = pipe.execute()
+        if mark is not None:
+            entries = entries[: max(0, int(mark) - after)]
         return [(after + i + 1, entry) for i, entry in enumerate(entries)]
 
     def transcript(self, job_id: str) -> Transcript:
@@ -395,7 +425,10 @@ class JobStore:
             self.settings.max_job_age,
             Event(ERROR, {"error": error}).entry(),
         ]
-        return int(self._reap(keys=keys, args=args))
+        outcome = int(self._reap(keys=keys, args=args))
+        if outcome and self.min_replicas:
+            self.replicate(job_id)
+        return outcome
 
     def append(self, job_id: str, events: list[Event], **options: Any) -> int:
         """Append events (one round trip); returns the id of the last one.
@@ -407,7 +440,10 @@ class JobStore:
         when the write is refused. ``options`` are those of ``append_call``.
         """
         call = self.append_call(job_id, events, **options)
-        return append_result(job_id, self._append(keys=call.keys, args=call.args))
+        last = append_result(job_id, self._append(keys=call.keys, args=call.args))
+        if self.min_replicas:
+            self.replicate(job_id, last, options.get("attempt"))
+        return last
 
     def append_call(
         self,
@@ -443,6 +479,35 @@ class JobStore:
             args += [name, value]
         keys = self._log_keys(job_id)
         return ScriptCall(self._append, keys, args)
+
+    # -- the replicated watermark (sluice.replication) ----------------------------------
+
+    def wait_calls(self) -> list[Command]:
+        """A write on the round trip's own connection, then WAIT: WAIT covers what was
+        written on its connection, and the write makes that "everything so far" even when
+        the round trip's appends wrote nothing (refused, or already in the log)."""
+        return [
+            ("SET", f"{self.keys.prefix}:replication-probe", "1"),
+            ("WAIT", str(self.min_replicas), str(wait_timeout_ms(self.settings))),
+        ]
+
+    def commit_call(self, job_id: str, upto: int, attempt: int | None = None) -> ScriptCall:
+        """The COMMIT call: raise the job's watermark to ``upto`` and publish the events
+        it passes (after a WAIT confirmed the replicas have them)."""
+        keys = [self.keys.job(job_id), self.keys.events(job_id), self.keys.channel(job_id)]
+        return ScriptCall(self._commit, keys, [upto, "" if attempt is None else str(attempt)])
+
+    def replicate(self, job_id: str, upto: int | None = None, attempt: int | None = None) -> None:
+        """WAIT, then COMMIT (two round trips), for the writes outside the worker's group
+        commit: a cancel, a reaper's reset or worker_lost. Each ends a stretch of the log no
+        later write would publish, so when WAIT times out it is published anyway, and
+        logged (these writes are rare; the worker's appends never take this path)."""
+        replies = send_together(self.redis, self.wait_calls())
+        if isinstance(replies[-1], Exception):
+            raise replies[-1]
+        if int(cast("int", replies[-1])) < self.min_replicas:
+            log.warning("event=redis.unreplicated job=%s replicas=%s", job_id, replies[-1])
+        send_together(self.redis, [self.commit_call(job_id, upto or 2**53, attempt)])
 
     # -- jobs whose message went missing -------------------------------------------------
 

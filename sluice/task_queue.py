@@ -41,12 +41,14 @@ from kombu.entity import Exchange, Queue
 from kombu.transport import redis as kombu_redis
 
 from sluice.broker import broker_kind, broker_url
-from sluice.redis_client import CERT_REQS, tls_options
+from sluice.redis_client import CERT_REQS, sentinel_addresses, tls_options
 from sluice.settings import Settings
 
 RUN_JOB_TASK = "sluice.run_job"
 # kombu's Redis transport with one redis-py client per pool (``Transport`` below)
 TRANSPORT = "sluice.task_queue:Transport"
+# the same for a Redis broker found through REDIS_SENTINELS (kombu's SentinelTransport)
+SENTINEL_TRANSPORT = "sluice.task_queue:SentinelTransport"
 # kombu retries a publish while the broker reconnects: long enough to ride out a Redis
 # restart of a few seconds (0.1 + 0.6 + 1.1 + 1.6 + 2 s), as the job store's own retries do
 ENQUEUE_RETRY_POLICY = {"max_retries": 5, "interval_start": 0.1, "interval_step": 0.5,
@@ -81,7 +83,11 @@ def job_at_head(client: redis.Redis, queue: str) -> str | None:
 
 def make_celery(settings: Settings, main: str = "sluice") -> Celery:
     url = broker_url(settings)
-    app = Celery(main, broker=url)
+    rabbitmq = broker_kind(url) == "amqp"
+    celery_url, transport, sentinel_options = (
+        (url, "", {}) if rabbitmq else redis_broker(settings, url)
+    )
+    app = Celery(main, broker=celery_url)
     app.conf.update(
         task_default_queue=settings.queue,
         task_ignore_result=True,
@@ -101,15 +107,16 @@ def make_celery(settings: Settings, main: str = "sluice") -> Celery:
         broker_connection_retry_on_startup=True,
         broker_pool_limit=100,
     )
-    if broker_kind(url) == "amqp":
+    if rabbitmq:
         _on_rabbitmq(app, settings, main)
         return app
     app.conf.update(
-        broker_transport=TRANSPORT,  # kombu's Redis transport, one client per pool
+        broker_transport=transport,  # kombu's Redis transport, one client per pool
         # kombu's own Redis pool: acks of many concurrent late-acked tasks need connections
         broker_transport_options={
             "visibility_timeout": 2 * 3600,
             "max_connections": settings.redis_max_connections,
+            **sentinel_options,
         },
     )
     if tls_options(settings.with_(redis_url=url)):
@@ -188,11 +195,34 @@ def _on_rabbitmq(app: Celery, settings: Settings, main: str) -> None:
         app.conf.broker_use_ssl = True
 
 
+def redis_broker(settings: Settings, url: str) -> tuple[str, str, dict[str, Any]]:
+    """The broker URL, transport and extra transport options of a Redis broker at ``url``:
+    when that is ``REDIS_URL``'s Redis and ``REDIS_SENTINELS`` is set, kombu's Sentinel
+    form (``sentinel://host:port;sentinel://…``, the master by ``master_name``, its
+    password and database from ``REDIS_URL``), whose pool asks the Sentinels for the
+    master at each new connection and so follows a failover."""
+    if not settings.redis_sentinels or url != settings.redis_url:
+        return url, TRANSPORT, {}
+    parts = urlsplit(settings.redis_url)
+    auth = parts.netloc.rpartition("@")[0]
+    auth = f"{auth}@" if auth else ""
+    db = parts.path or "/0"
+    urls = [f"sentinel://{auth}{host}:{port}{db}" for host, port in sentinel_addresses(settings)]
+    options: dict[str, Any] = {"master_name": settings.redis_sentinel_master}
+    if settings.redis_sentinel_password:
+        options["sentinel_kwargs"] = {"password": settings.redis_sentinel_password}
+    return ";".join(urls), SENTINEL_TRANSPORT, options
+
+
 # -- the broker transport ------------------------------------------------------------
 
 
-class Channel(kombu_redis.Channel):
+class SharedClient:
+    """The channel's one redis-py client per pool (mixed into kombu's channels)."""
+
     _shared_client: Any = None
+    pool: Any
+    _create_client: Any
 
     @contextmanager
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
@@ -206,5 +236,17 @@ class Channel(kombu_redis.Channel):
         yield shared
 
 
+class Channel(SharedClient, kombu_redis.Channel):
+    pass
+
+
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+class SentinelChannel(SharedClient, kombu_redis.SentinelChannel):
+    pass
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel

@@ -33,11 +33,23 @@ appends unconfirmed: they are sent again, in order, through a Redis outage of up
 ``outage_tolerance`` seconds, so a short outage pauses the stream instead of failing it;
 one that had landed is recognised by its fence and not written twice (the store answers
 ``OutOfSequence`` when the log does not end where a write expected).
+
+**Replicated watermark** (``SLUICE_REDIS_MIN_REPLICAS`` > 0, ``sluice.replication``). The
+appends of a round trip are followed, in it, by a write of its own and ``WAIT``; once WAIT
+says enough replicas have them, their ``COMMIT`` calls (raise each job's watermark,
+publish its events) go out first in the next round trip, at once if no append waits. A
+WAIT that times out leaves them pending: later round trips (or, when none comes, a round
+trip of the write and WAIT alone, every ``RETRY_WAIT`` seconds) wait for them again.
+After a failover the new master's log may end before what this attempt wrote (unreplicated
+appends died with the old master): its next append is refused ``OutOfSequence``, the
+attempt ends, and the job restarts with ``reset`` after the log's surviving end, which no
+client has passed (clients see only up to the watermark).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import enum
 import logging
 import threading
@@ -49,13 +61,16 @@ import redis
 from sluice.errors import AttemptSuperseded, OutOfSequence
 from sluice.events import Event
 from sluice.metrics import APPEND_BATCH
-from sluice.store import JobStore, append_result, send_together
+from sluice.store import Command, JobStore, append_result, send_together
 
 log = logging.getLogger("sluice.worker")
 REPLY_TIMEOUT = 60.0  # seconds an append waits for its batch's reply before giving up
 # events in one APPEND call at most: the script unpacks them onto Lua's stack, which
 # refuses ~8,000 ("too many results to unpack")
 MAX_EVENTS_PER_APPEND = 1000
+# the reason of the `reset` of a job whose log lost writes its attempt had confirmed
+LOST_WRITES = "redis_lost_writes"
+RETRY_WAIT = 0.2  # seconds between WAITs while a watermark waits for replicas and no append
 
 
 class EventLog:
@@ -71,6 +86,9 @@ class EventLog:
         self._wake = threading.Event()
         self._start_lock = threading.Lock()
         self._flusher: threading.Thread | None = None
+        # the replicated watermark (flusher thread only): job id -> (up to, attempt)
+        self._unreplicated: dict[str, tuple[int, int]] = {}  # landed, WAIT not yet enough
+        self._replicated: dict[str, tuple[int, int]] = {}  # to COMMIT in the next round trip
 
     def writer(self, job_id: str, attempt: int, last_id: int) -> AttemptWriter:
         """The writer of one attempt at a job whose log ends at ``last_id`` (as claimed)."""
@@ -122,26 +140,40 @@ class EventLog:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait()
+            self._wake.wait(RETRY_WAIT if self._unreplicated else None)
             self._wake.clear()
-            while self._queue:
+            while self._queue or self._replicated or self._unreplicated:
                 with self._queue_lock:
                     size = min(len(self._queue), self.max_batch)
                     batch = [self._queue.popleft() for _ in range(size)]
                     for pending in batch:
                         pending.taken = True
+                if not batch and not self._replicated and not self._wake.is_set():
+                    # only WAIT is left to do: once per RETRY_WAIT, not in a loop
+                    self._send(batch)
+                    break
                 self._send(batch)
 
     def _send(self, batch: list[PendingAppend]) -> None:
         """One round trip for the batch; every caller gets its own reply or error."""
         try:
-            calls = [
+            calls: list[Command] = [
                 self.store.append_call(
                     p.job_id, p.events, attempt=p.attempt, expect_last=p.expect_last
                 )
                 for p in batch
             ]
-            replies = send_together(self.store.redis, calls)
+            if self.store.min_replicas:
+                commits = [
+                    self.store.commit_call(job_id, upto, attempt)
+                    for job_id, (upto, attempt) in self._replicated.items()
+                ]
+                self._replicated.clear()
+                calls = commits + calls + self.store.wait_calls()
+                replies = send_together(self.store.redis, calls)
+                replies = self._watermark(batch, replies[len(commits) :])
+            else:
+                replies = send_together(self.store.redis, calls)
             APPEND_BATCH.observe(len(batch))
         except Exception as exc:  # the flusher must outlive any failure
             if not isinstance(exc, redis.RedisError):
@@ -157,6 +189,26 @@ class EventLog:
         finally:
             for pending in batch:
                 pending.done.set()
+
+    def _watermark(self, batch: list[PendingAppend], replies: list[object]) -> list[object]:
+        """Note the appends that landed; when WAIT says the replicas have everything
+        written so far, move every noted one to COMMIT next. Returns the appends' replies.
+        (A lost round trip leaves its appends unconfirmed: they are resent, and noted then.)
+        """
+        *appended, _probe, acked = replies
+        for pending, reply in zip(batch, appended, strict=True):
+            if isinstance(reply, int) and reply > 0:
+                upto, _ = self._unreplicated.get(pending.job_id, (0, 0))
+                self._unreplicated[pending.job_id] = (max(upto, reply), pending.attempt)
+        if isinstance(acked, int) and acked >= self.store.min_replicas:
+            self._replicated.update(self._unreplicated)
+            self._unreplicated.clear()
+            if self._replicated and not self._queue:
+                self._wake.set()  # publish them now, not with the next append
+        elif self._unreplicated:
+            log.warning("event=redis.wait_short replicas=%s wanted=%d jobs=%d",
+                        acked, self.store.min_replicas, len(self._unreplicated))  # fmt: skip
+        return appended
 
 
 @dataclass
@@ -257,6 +309,12 @@ class AttemptWriter:
             outcome = self._send_with_retries(self._unconfirmed[0])
             self._unconfirmed.popleft()
         if outcome is _Outcome.BEHIND:
+            # The log does not end where this attempt's confirmed writes put it: another
+            # attempt moved it on, or it lost them (a failover to a replica that never got
+            # them). Hand the job back, so it restarts now, not when the lease runs out
+            # (a job another attempt owns refuses this).
+            with contextlib.suppress(redis.RedisError):
+                self.event_log.store.release(self.job_id, self.attempt, LOST_WRITES)
             raise AttemptSuperseded(f"job {self.job_id}: the log moved on without this attempt")
 
     def _send_with_retries(self, unconfirmed: PendingAppend) -> _Outcome:

@@ -31,6 +31,8 @@ def stack_env(settings: Settings, **extra: str) -> dict[str, str]:
         REDIS_URL=settings.redis_url,
         CELERY_BROKER_URL=settings.celery_broker_url or "",  # blank: REDIS_URL
         REDIS_SSL_CERT_REQS=settings.redis_ssl_cert_reqs,
+        REDIS_SENTINELS=",".join(settings.redis_sentinels),
+        REDIS_SENTINEL_MASTER=settings.redis_sentinel_master,
         OPENAI_API_KEY=settings.openai_api_key or "",
         OPENAI_BASE_URL=settings.openai_base_url,
         SLUICE_KEY_PREFIX=settings.key_prefix,
@@ -51,6 +53,8 @@ def stack_env(settings: Settings, **extra: str) -> dict[str, str]:
         SLUICE_ACCESS_KEYS=",".join(settings.access_keys),
         SLUICE_RATE_LIMIT=settings.rate_limit,
         SLUICE_CORS_ORIGINS=",".join(settings.cors_origins),
+        SLUICE_REDIS_MIN_REPLICAS=str(settings.redis_min_replicas),
+        SLUICE_REDIS_WAIT_TIMEOUT_MS=str(settings.redis_wait_timeout_ms),
         PYTHONUNBUFFERED="1",
     )
     if settings.celery_broker_url:  # the broker apart from the log's Redis (a cluster's)
