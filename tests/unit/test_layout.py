@@ -85,6 +85,40 @@ def test_compose_file_has_redis_web_and_worker_matching_the_procfile() -> None:
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
 
 
+def test_compose_scale_profile_runs_on_rabbitmq_and_a_redis_cluster() -> None:
+    """The ``scale`` profile (docs/scaling.md): six cluster nodes joined by an init job,
+    RabbitMQ, and a gateway and worker pointed at both, as the default ones otherwise."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    timeout = compose["configs"][services["rabbitmq"]["configs"][0]["source"]]["content"]
+    assert timeout.strip() == "consumer_timeout = 21600000"  # above SLUICE_MAX_JOB_AGE, 6 h
+    scale = {name for name, svc in services.items() if "scale" in svc.get("profiles", ())}
+    nodes = {f"redis-node-{n}" for n in range(1, 7)}
+    assert scale == nodes | {"rabbitmq", "redis-cluster-init", "web-scale", "worker-scale"}
+    for name in nodes:
+        command = services[name]["command"]
+        assert command[command.index("--cluster-enabled") + 1] == "yes"
+        assert command[command.index("--cluster-announce-hostname") + 1] == name
+        assert command[command.index("--appendfsync") + 1] == "always"
+    init = services["redis-cluster-init"]
+    assert set(init["depends_on"]) == nodes
+    assert "--cluster-replicas 1" in init["command"][0]
+    assert all(node + ":6379" in init["command"][0] for node in nodes)
+    assert services["web-scale"]["command"] == services["web"]["command"]
+    assert services["worker-scale"]["command"] == services["worker"]["command"]
+    for name in ("web-scale", "worker-scale"):
+        env = services[name]["environment"]
+        assert env["SLUICE_REDIS_CLUSTER"] == "1"
+        assert env["REDIS_URL"].startswith("redis://redis-node-")
+        assert (
+            env["CELERY_BROKER_URL"].startswith("amqp://")
+            and "@rabbitmq:5672" in env["CELERY_BROKER_URL"]
+        )
+        depends = services[name]["depends_on"]
+        assert depends["redis-cluster-init"]["condition"] == "service_completed_successfully"
+        assert depends["rabbitmq"]["condition"] == "service_healthy"
+
+
 def test_the_image_leaves_out_what_it_does_not_run() -> None:
     """``.dockerignore``: no history, tests, benchmark or development tools in the image
     (they were all shipped), and nothing the processes need left out."""

@@ -387,3 +387,15 @@ def test_reading_an_undeclared_variable_is_an_error() -> None:
     name = "SLUICE_" + "NOT_A_SETTING"  # not a literal: the docs may not name it
     with pytest.raises(KeyError, match=name):
         read_env(name)
+
+
+def test_the_replicated_watermark_defaults_on_with_sentinels_only() -> None:
+    from sluice.replication import min_replicas
+
+    assert min_replicas(Settings()) == 0
+    assert min_replicas(Settings(redis_sentinels=("h:26379",))) == 1
+    assert min_replicas(Settings(redis_sentinels=("h:26379",), redis_min_replicas=0)) == 0
+    assert min_replicas(Settings(redis_min_replicas=2)) == 2
+    assert min_replicas(Settings(redis_cluster=True)) == 0
+    with pytest.raises(ValueError, match="Redis Cluster"):
+        min_replicas(Settings(redis_cluster=True, redis_min_replicas=1))
