@@ -30,11 +30,8 @@ WATERMARK_FIELD = "replicated"
 
 def min_replicas(settings: Settings) -> int:
     """``SLUICE_REDIS_MIN_REPLICAS``: replicas that must have an event before a client sees
-    it (0: off; -1, the default: 1 with ``REDIS_SENTINELS``, else 0)."""
-    if settings.redis_cluster:
-        if settings.redis_min_replicas > 0:  # its WAIT probe key is in no job's slot
-            raise ValueError("SLUICE_REDIS_MIN_REPLICAS is not supported on a Redis Cluster yet")
-        return 0
+    it (0: off; -1, the default: 1 with ``REDIS_SENTINELS``, else 0, a Redis Cluster
+    included: there it is chosen, ``SLUICE_REDIS_MIN_REPLICAS=1``)."""
     if settings.redis_min_replicas >= 0:
         return settings.redis_min_replicas
     return 1 if settings.redis_sentinels else 0
