@@ -14,7 +14,8 @@ A group that meets MOVED, ASK, TRYAGAIN, CLUSTERDOWN (a slot moved, a failover) 
 connection error refreshes the slot map and is sent again, its write and ``WAIT`` with it:
 the appends are fenced (``expect_last``) and ``COMMIT`` never lowers a watermark, so a
 resend is harmless. A job's ``WAIT`` counts only when its group's commands all came back
-from the master that answered it.
+from the master that answered it. What still fails after a few attempts comes back to the
+writer as a lost connection (it resends through an outage, ``worker/event_log.py``).
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ from redis.exceptions import (
 
 log = logging.getLogger("sluice.store")
 
-# what sends a group again after a slot-map refresh (NOSCRIPT: after loading the script)
+# what sends a call again: after a slot-map refresh, or (NOSCRIPT) once its master loaded it
 RESEND = (MovedError, AskError, TryAgainError, ClusterDownError, NoScriptError)
-ATTEMPTS = 3
+ATTEMPTS = 4  # backing off 0.1, 0.2, 0.4 s between them
 
 
 @dataclass
@@ -109,13 +110,17 @@ def send_and_wait(
                     refresh = refresh or not isinstance(answer, NoScriptError)
             if again:
                 jobs |= again & group.jobs
+                _load_lost_scripts(cluster, group, calls, replies)
             acks[name] = acked
             if isinstance(acked, int) and acked >= enough:
                 covered |= group.jobs - again
         if not todo and not jobs:
             break
         if attempt + 1 < ATTEMPTS:
-            _recover(cluster, calls, todo, replies, refresh, attempt)
+            _recover(cluster, refresh, attempt)
+    for i in todo:  # still redirected, or the cluster down: to the writer, an outage
+        if isinstance(replies[i], RESEND):
+            replies[i] = redis.ConnectionError(f"the cluster did not take it: {replies[i]}")
     return Waited(replies, covered, acks)
 
 
@@ -197,24 +202,25 @@ def _read(
     return answers
 
 
-def _recover(
-    cluster: RedisCluster,
-    calls: Sequence[tuple[str, Any]],
-    todo: list[int],
-    replies: list[object],
-    refresh: bool,
-    attempt: int,
+def _load_lost_scripts(
+    cluster: RedisCluster, group: Group, calls: Sequence[tuple[str, Any]], replies: list[object]
 ) -> None:
-    """Before a resend: load the scripts a master lost, refresh the slot map after a
-    redirection or a lost connection (backing off a little: a failover takes seconds)."""
-    lost = {calls[i][1].script for i in todo if isinstance(replies[i], NoScriptError)}
+    """Load on the group's master the scripts it answered NOSCRIPT for (a promoted replica
+    has an empty script cache)."""
+    lost = {calls[i][1].script for i in group.indexes if isinstance(replies[i], NoScriptError)}
+    node_client: redis.Redis = cluster.get_redis_connection(group.node)
     for script in lost:
         try:
-            cluster.script_load(script.script)  # (on every master)
+            node_client.script_load(script.script)
         except redis.RedisError as exc:
-            log.warning("event=redis.script_load error=%r", exc)
+            log.warning("event=redis.script_load node=%s error=%r", group.node.name, exc)
+
+
+def _recover(cluster: RedisCluster, refresh: bool, attempt: int) -> None:
+    """Before a resend after a redirection or a lost connection: refresh the slot map,
+    backing off a little (a failover takes seconds)."""
     if refresh:
-        time.sleep(0.05 * 2**attempt)
+        time.sleep(0.1 * 2**attempt)
         try:
             cluster.nodes_manager.initialize()
         except redis.RedisError as exc:
