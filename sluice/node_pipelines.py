@@ -85,7 +85,8 @@ def send_and_wait(
     acks: dict[str, object] = {}
     todo = list(range(len(calls)))
     jobs = {job_id for job_id, _ in calls} | waiting
-    for attempt in range(ATTEMPTS):
+    refreshes = 0  # (a NOSCRIPT alone is sent again at once, without counting)
+    for _ in range(2 * ATTEMPTS):
         groups = _group(cluster, calls, todo, jobs, job_key, probe_key)
         results = _round_trip(cluster, groups, calls, wait, pack)
         todo, jobs = [], set()
@@ -100,7 +101,7 @@ def send_and_wait(
                     replies[i] = result
                 acks[name] = result
                 continue
-            *answers, _probe, acked = result
+            *answers, probe, acked = result
             again = set()
             for i, answer in zip(group.indexes, answers, strict=True):
                 replies[i] = answer
@@ -112,12 +113,16 @@ def send_and_wait(
                 jobs |= again & group.jobs
                 _load_lost_scripts(cluster, group, calls, replies)
             acks[name] = acked
-            if isinstance(acked, int) and acked >= enough:
+            if isinstance(probe, Exception):  # (MOVED) its WAIT may cover nothing written
+                refresh = True
+                jobs |= group.jobs
+            elif isinstance(acked, int) and acked >= enough:
                 covered |= group.jobs - again
-        if not todo and not jobs:
+        if (not todo and not jobs) or (refresh and refreshes + 1 >= ATTEMPTS):
             break
-        if attempt + 1 < ATTEMPTS:
-            _recover(cluster, refresh, attempt)
+        if refresh:
+            _refresh(cluster, refreshes)
+            refreshes += 1
     for i in todo:  # still redirected, or the cluster down: to the writer, an outage
         if isinstance(replies[i], RESEND):
             replies[i] = redis.ConnectionError(f"the cluster did not take it: {replies[i]}")
@@ -216,12 +221,11 @@ def _load_lost_scripts(
             log.warning("event=redis.script_load node=%s error=%r", group.node.name, exc)
 
 
-def _recover(cluster: RedisCluster, refresh: bool, attempt: int) -> None:
+def _refresh(cluster: RedisCluster, attempt: int) -> None:
     """Before a resend after a redirection or a lost connection: refresh the slot map,
     backing off a little (a failover takes seconds)."""
-    if refresh:
-        time.sleep(0.1 * 2**attempt)
-        try:
-            cluster.nodes_manager.initialize()
-        except redis.RedisError as exc:
-            log.warning("event=redis.slots_refresh error=%r", exc)
+    time.sleep(0.1 * 2**attempt)
+    try:
+        cluster.nodes_manager.initialize()
+    except redis.RedisError as exc:
+        log.warning("event=redis.slots_refresh error=%r", exc)

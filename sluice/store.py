@@ -512,8 +512,9 @@ class JobStore:
         jobs = {job_id for job_id, _ in calls} | set(waiting)
         if not self.sharded:
             replies = send_together(self.redis, [call for _, call in calls] + self.wait_calls())
-            *answers, _probe, acked = replies
-            enough = isinstance(acked, int) and acked >= self.min_replicas
+            *answers, probe, acked = replies
+            enough = not isinstance(probe, Exception)
+            enough = enough and isinstance(acked, int) and acked >= self.min_replicas
             return Waited(answers, jobs if enough else set(), {"redis": acked})
         return node_pipelines.send_and_wait(
             cast("RedisCluster", self.redis),
