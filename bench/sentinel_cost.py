@@ -8,6 +8,10 @@ load against each, twice, alternating: N concurrent jobs created and streamed at
 (``POST /v1/jobs`` with ``"stream": true``), and prints deltas/s (all streams, from the
 first request to the last ``done``) and first-delta latency (p50/p95 from the POST to the
 first delta) per stack. Every stream must end with ``done`` and no id repeated or missing.
+
+``--cluster`` does the same on a Redis Cluster (``tests/helpers/cluster.py``: three
+masters, three replicas), the Celery broker the Redis at ``--broker`` (a cluster cannot be
+one).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import aiohttp
 
 from devtools.fake_upstream import FakeUpstream
 from sluice.settings import Settings
+from tests.helpers.cluster import RedisCluster
 from tests.helpers.sentinel import SentinelTopology
 from tests.helpers.stack import ProcessLogs, Stack
 from tests.helpers.support import UPSTREAM_KEY
@@ -86,11 +91,21 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=200)
     parser.add_argument("--delay", type=float, default=0.005)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--cluster", action="store_true")
+    parser.add_argument("--broker", default="redis://127.0.0.1:6379/0")
     args = parser.parse_args()
     model = f"slow;delay={args.delay};words={args.words}"
     directory = Path(tempfile.mkdtemp(prefix="sluice-sentinel-bench-"))
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(directory / "tiktoken"))
-    topology = SentinelTopology(directory)
+    topology: SentinelTopology | RedisCluster
+    if args.cluster:
+        topology = RedisCluster(directory).start()
+        where: dict[str, object] = {
+            "redis_url": topology.url, "redis_cluster": True, "celery_broker_url": args.broker,
+        }  # fmt: skip
+    else:
+        topology = SentinelTopology(directory)
+        where = {"redis_url": topology.url, "redis_sentinels": topology.sentinels}
     logs = ProcessLogs(directory)
     stacks: dict[str, Stack] = {}
     try:
@@ -98,10 +113,10 @@ def main() -> None:
             for replicas in ("0", "1"):
                 run = secrets.token_hex(3)
                 settings = Settings.from_env(
-                    redis_url=topology.url, redis_sentinels=topology.sentinels,
+                    **where,
                     openai_api_key=UPSTREAM_KEY, openai_base_url=upstream.base_url,
                     key_prefix=f"sluice-bench-{run}", queue=f"sluice-bench-{run}",
-                    secret_key="bench-" + run,
+                    secret_key="bench-" + run, redis_min_replicas=int(replicas),
                 )  # fmt: skip
                 os.environ["SLUICE_REDIS_MIN_REPLICAS"] = replicas  # stack_env passes it on
                 stack = Stack(settings, logs, f"bench-min-replicas-{replicas}")
@@ -113,7 +128,9 @@ def main() -> None:
             for _ in range(args.rounds):
                 for replicas, stack in stacks.items():
                     results[replicas].append(asyncio.run(load(stack.url, args.streams, model)))
-        print(json.dumps({"streams": args.streams, "model": model, "results": results}, indent=1))
+        topology_name = "cluster" if args.cluster else "sentinel"
+        print(json.dumps({"topology": topology_name, "streams": args.streams, "model": model,
+                          "results": results}, indent=1))  # fmt: skip
     finally:
         for stack in stacks.values():
             stack.stop()

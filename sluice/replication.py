@@ -14,11 +14,21 @@ a new job's hash carries a ``replicated`` field (its watermark, 0), and then:
   own, and ``WAIT n SLUICE_REDIS_WAIT_TIMEOUT_MS`` in one round trip; only when WAIT
   says n replicas have everything does it send ``COMMIT`` (in the next round trip,
   ahead of the next appends), which raises the watermark and publishes the events;
+* on a Redis Cluster WAIT is per master and per connection: that round trip is one
+  pipeline per master, on the master's own connection, each with its jobs' appends and
+  COMMITs, a probe write in a slot the master owns (one of its jobs' bucket) and its own
+  WAIT, which covers only that master's jobs (``sluice.node_pipelines``); a MOVED, ASK or
+  lost connection refreshes the slot map and sends the group again;
+* the writes outside the group commit (a cancel, a reaper's reset) and a reader that
+  finds an ended job's watermark behind (``JobStore.replicate``) WAIT the same way, on
+  the job's master;
 * every reader (``JobStore.read_events``: the feed's replay, the poll, the projections)
   reads the log only up to the watermark.
 
 While fewer than n replicas acknowledge, appends go on and nothing more is published:
-streams pause rather than show what a failover could take back.
+streams pause rather than show what a failover could take back. The default is on only
+with Sentinel: on a Redis Cluster set ``SLUICE_REDIS_MIN_REPLICAS=1`` for the same
+guarantee (docs/reliability.md, "Failover").
 """
 
 from __future__ import annotations
@@ -30,11 +40,8 @@ WATERMARK_FIELD = "replicated"
 
 def min_replicas(settings: Settings) -> int:
     """``SLUICE_REDIS_MIN_REPLICAS``: replicas that must have an event before a client sees
-    it (0: off; -1, the default: 1 with ``REDIS_SENTINELS``, else 0)."""
-    if settings.redis_cluster:
-        if settings.redis_min_replicas > 0:  # its WAIT probe key is in no job's slot
-            raise ValueError("SLUICE_REDIS_MIN_REPLICAS is not supported on a Redis Cluster yet")
-        return 0
+    it (0: off; -1, the default: 1 with ``REDIS_SENTINELS``, else 0, a Redis Cluster
+    included, where it is set explicitly)."""
     if settings.redis_min_replicas >= 0:
         return settings.redis_min_replicas
     return 1 if settings.redis_sentinels else 0

@@ -12,15 +12,16 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis
+from redis.cluster import RedisCluster
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
-from sluice import scripts
+from sluice import node_pipelines, scripts
 from sluice.errors import (
     AttemptSuperseded,
     JobAlreadyEnded,
@@ -32,6 +33,7 @@ from sluice.errors import (
 )
 from sluice.events import CANCELLED, ERROR, TERMINAL_EVENTS, Event, Transcript, fold
 from sluice.keys import Keys
+from sluice.node_pipelines import Waited
 from sluice.replication import WATERMARK_FIELD, min_replicas, wait_timeout_ms
 from sluice.settings import Settings
 
@@ -106,12 +108,16 @@ def _pipeline(client: redis.Redis, commands: Sequence[Command]) -> list[object]:
     # call routed by its keys' slot; it refuses ``pipe.evalsha``, not the command itself)
     pipe = client.pipeline(transaction=False)
     for command in commands:
-        if isinstance(command, ScriptCall):
-            sha, keys = command.script.sha, command.keys
-            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *command.args)
-        else:
-            pipe.execute_command(*command)
+        pipe.execute_command(*packed(command))
     return pipe.execute(raise_on_error=False)
+
+
+def packed(command: Command) -> tuple[Any, ...]:
+    """The command's arguments (a script call as EVALSHA)."""
+    if isinstance(command, ScriptCall):
+        keys = command.keys
+        return ("EVALSHA", command.script.sha, len(keys), *keys, *command.args)
+    return command
 
 
 def new_job_id() -> str:
@@ -485,11 +491,43 @@ class JobStore:
     def wait_calls(self) -> list[Command]:
         """A write on the round trip's own connection, then WAIT: WAIT covers what was
         written on its connection, and the write makes that "everything so far" even when
-        the round trip's appends wrote nothing (refused, or already in the log)."""
+        the round trip's appends wrote nothing (refused, or already in the log). (One
+        Redis; on a cluster each master gets its own, ``sluice.node_pipelines``.)"""
         return [
             ("SET", f"{self.keys.prefix}:replication-probe", "1"),
-            ("WAIT", str(self.min_replicas), str(wait_timeout_ms(self.settings))),
+            self._wait_command(),
         ]
+
+    def _wait_command(self) -> tuple[str, ...]:
+        return ("WAIT", str(self.min_replicas), str(wait_timeout_ms(self.settings)))
+
+    def send_and_wait(
+        self, calls: Sequence[tuple[str, Command]], waiting: Collection[str] = ()
+    ) -> Waited:
+        """Send ``calls`` (each with the id of the job whose keys it touches) and, in the
+        same round trip, a write and WAIT on the connection that wrote them: on a cluster,
+        one pipeline per master of those jobs and of ``waiting``'s. Returns each call's
+        reply or error, and the jobs whose replicas (``min_replicas``) have everything
+        written so far; raises only what fails the whole round trip on one Redis."""
+        jobs = {job_id for job_id, _ in calls} | set(waiting)
+        if not self.sharded:
+            replies = send_together(self.redis, [call for _, call in calls] + self.wait_calls())
+            *answers, probe, acked = replies
+            enough = not isinstance(probe, Exception)
+            enough = enough and isinstance(acked, int) and acked >= self.min_replicas
+            return Waited(answers, jobs if enough else set(), {"redis": acked})
+        return node_pipelines.send_and_wait(
+            cast("RedisCluster", self.redis),
+            calls,
+            jobs,
+            job_key=self.keys.job,
+            probe_key=lambda job_id: (
+                f"{self.keys.prefix}:replication-probe:{{{self.keys.tag(job_id)}}}"
+            ),
+            wait=self._wait_command(),
+            enough=self.min_replicas,
+            pack=packed,
+        )
 
     def commit_call(self, job_id: str, upto: int, attempt: int | None = None) -> ScriptCall:
         """The COMMIT call: raise the job's watermark to ``upto`` and publish the events
@@ -501,12 +539,15 @@ class JobStore:
         """WAIT, then COMMIT (two round trips), for the writes outside the worker's group
         commit: a cancel, a reaper's reset or worker_lost. Each ends a stretch of the log no
         later write would publish, so when WAIT times out it is published anyway, and
-        logged (these writes are rare; the worker's appends never take this path)."""
-        replies = send_together(self.redis, self.wait_calls())
-        if isinstance(replies[-1], Exception):
-            raise replies[-1]
-        if int(cast("int", replies[-1])) < self.min_replicas:
-            log.warning("event=redis.unreplicated job=%s replicas=%s", job_id, replies[-1])
+        logged (these writes are rare; the worker's appends never take this path). On a
+        cluster the WAIT goes to the job's master, on the connection of its probe write."""
+        waited = self.send_and_wait([], [job_id])
+        for acked in waited.acks.values():
+            if isinstance(acked, Exception):
+                raise acked
+        if job_id not in waited.covered:
+            acks = ",".join(str(acked) for acked in waited.acks.values())
+            log.warning("event=redis.unreplicated job=%s replicas=%s", job_id, acks)
         send_together(self.redis, [self.commit_call(job_id, upto or 2**53, attempt)])
 
     # -- jobs whose message went missing -------------------------------------------------

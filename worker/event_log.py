@@ -61,6 +61,7 @@ import redis
 from sluice.errors import AttemptSuperseded, OutOfSequence
 from sluice.events import Event
 from sluice.metrics import APPEND_BATCH
+from sluice.node_pipelines import Waited
 from sluice.store import Command, JobStore, append_result, send_together
 
 log = logging.getLogger("sluice.worker")
@@ -165,13 +166,13 @@ class EventLog:
             ]
             if self.store.min_replicas:
                 commits = [
-                    self.store.commit_call(job_id, upto, attempt)
+                    (job_id, self.store.commit_call(job_id, upto, attempt))
                     for job_id, (upto, attempt) in self._replicated.items()
                 ]
                 self._replicated.clear()
-                calls = commits + calls + self.store.wait_calls()
-                replies = send_together(self.store.redis, calls)
-                replies = self._watermark(batch, replies[len(commits) :])
+                appends = [(p.job_id, call) for p, call in zip(batch, calls, strict=True)]
+                waited = self.store.send_and_wait(commits + appends, self._unreplicated.keys())
+                replies = self._watermark(batch, waited.replies[len(commits) :], waited)
             else:
                 replies = send_together(self.store.redis, calls)
             APPEND_BATCH.observe(len(batch))
@@ -190,24 +191,25 @@ class EventLog:
             for pending in batch:
                 pending.done.set()
 
-    def _watermark(self, batch: list[PendingAppend], replies: list[object]) -> list[object]:
-        """Note the appends that landed; when WAIT says the replicas have everything
-        written so far, move every noted one to COMMIT next. Returns the appends' replies.
-        (A lost round trip leaves its appends unconfirmed: they are resent, and noted then.)
-        """
-        *appended, _probe, acked = replies
+    def _watermark(
+        self, batch: list[PendingAppend], appended: list[object], waited: Waited
+    ) -> list[object]:
+        """Note the appends that landed; move every noted job whose WAIT (its master's, on
+        a cluster) says the replicas have everything written so far to COMMIT next.
+        Returns the appends' replies. (A lost round trip leaves its appends unconfirmed:
+        they are resent, and noted then.)"""
         for pending, reply in zip(batch, appended, strict=True):
             if isinstance(reply, int) and reply > 0:
                 upto, _ = self._unreplicated.get(pending.job_id, (0, 0))
                 self._unreplicated[pending.job_id] = (max(upto, reply), pending.attempt)
-        if isinstance(acked, int) and acked >= self.store.min_replicas:
-            self._replicated.update(self._unreplicated)
-            self._unreplicated.clear()
-            if self._replicated and not self._queue:
-                self._wake.set()  # publish them now, not with the next append
-        elif self._unreplicated:
+        for job_id in waited.covered & self._unreplicated.keys():
+            self._replicated[job_id] = self._unreplicated.pop(job_id)
+        if self._replicated and not self._queue:
+            self._wake.set()  # publish them now, not with the next append
+        if self._unreplicated:
+            acks = ",".join(str(acked) for acked in waited.acks.values())
             log.warning("event=redis.wait_short replicas=%s wanted=%d jobs=%d",
-                        acked, self.store.min_replicas, len(self._unreplicated))  # fmt: skip
+                        acks, self.store.min_replicas, len(self._unreplicated))  # fmt: skip
         return appended
 
 

@@ -13,20 +13,25 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import cast
 
 import pytest
 from redis.cluster import RedisCluster as ClusterClient
 
 from devtools.fake_upstream import FakeUpstream, expected_reply
 from sluice.keys import Keys
+from sluice.redis_client import make_redis
 from sluice.settings import Settings
+from sluice.store import JobStore
 from tests.helpers.cluster import RedisCluster
 from tests.helpers.stack import ProcessLogs, Stack
 from tests.helpers.support import (
     Received,
     create_job,
+    delta,
     follow,
     read_stream,
+    running_job,
     text_of,
     upstream_body,
     wait_for_text,
@@ -197,6 +202,37 @@ def test_the_rate_limits_count_on_the_cluster(
     limiter = strategies.MovingWindowRateLimiter(storage.storage_from_string(uri))
     limit, who = parse("2/minute"), f"cluster-{secrets.token_hex(3)}"
     assert [limiter.hit(limit, who) for _ in range(3)] == [True, True, False]
+
+
+def test_the_watermark_waits_on_each_master_and_follows_a_moved_slot(
+    cluster_settings: Settings, nodes: ClusterClient
+) -> None:
+    """``SLUICE_REDIS_MIN_REPLICAS=1`` on the cluster: the appends of jobs on every master
+    go out with a probe write and WAIT on each master's own connection, and each master's
+    WAIT covers its jobs; a stale slot map (MOVED) is refreshed and the group sent again,
+    its WAIT with it (``sluice.node_pipelines``)."""
+    settings = cluster_settings.with_(redis_min_replicas=1)
+    store = JobStore(make_redis(settings), settings)
+    jobs = [running_job(store) for _ in range(9)]
+    manager = cast("ClusterClient", store.redis).nodes_manager
+    masters = {manager.get_node_from_slot(nodes.keyslot(store.keys.job(j))).name for j in jobs}
+    calls = [(j, store.append_call(j, delta("a"), attempt=1, expect_last=1)) for j in jobs]
+    waited = store.send_and_wait(calls)
+    assert waited.replies == [2] * len(jobs)
+    assert waited.covered == set(jobs) and set(waited.acks) == masters
+    assert all(acked == 1 for acked in waited.acks.values()), waited.acks
+
+    # the client's slot map sends the first job's slot to another master: MOVED, then
+    # the group is sent again to the right one
+    slot = nodes.keyslot(store.keys.job(jobs[0]))
+    right = manager.get_node_from_slot(slot)
+    primaries = [node for node in manager.nodes_cache.values() if node.server_type == "primary"]
+    manager.slots_cache[slot] = [next(node for node in primaries if node.name != right.name)]
+    calls = [(j, store.append_call(j, delta("b"), attempt=1, expect_last=2)) for j in jobs]
+    waited = store.send_and_wait(calls, waiting=jobs)
+    assert waited.replies == [3] * len(jobs)
+    assert waited.covered == set(jobs)
+    assert manager.get_node_from_slot(slot).name == right.name  # (refreshed)
 
 
 def test_a_master_killed_mid_answer_fails_over_and_the_answer_completes(

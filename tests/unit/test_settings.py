@@ -396,6 +396,5 @@ def test_the_replicated_watermark_defaults_on_with_sentinels_only() -> None:
     assert min_replicas(Settings(redis_sentinels=("h:26379",))) == 1
     assert min_replicas(Settings(redis_sentinels=("h:26379",), redis_min_replicas=0)) == 0
     assert min_replicas(Settings(redis_min_replicas=2)) == 2
-    assert min_replicas(Settings(redis_cluster=True)) == 0
-    with pytest.raises(ValueError, match="Redis Cluster"):
-        min_replicas(Settings(redis_cluster=True, redis_min_replicas=1))
+    assert min_replicas(Settings(redis_cluster=True)) == 0  # chosen there, not a default
+    assert min_replicas(Settings(redis_cluster=True, redis_min_replicas=1)) == 1
