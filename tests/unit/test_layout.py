@@ -109,6 +109,7 @@ def test_compose_scale_profile_runs_on_rabbitmq_and_a_redis_cluster() -> None:
     for name in ("web-scale", "worker-scale"):
         env = services[name]["environment"]
         assert env["SLUICE_REDIS_CLUSTER"] == "1"
+        assert env["SLUICE_REDIS_MIN_REPLICAS"] == "1"  # the same on gateways and workers
         assert env["REDIS_URL"].startswith("redis://redis-node-")
         assert (
             env["CELERY_BROKER_URL"].startswith("amqp://")
