@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit test-redis test-integration test-browser node-deps openai2 lint format clean vendor bench
+.PHONY: run test test-fast test-unit test-redis test-integration test-browser node-deps openai2 lint format clean vendor bench
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ test: $(STAMP) node-deps openai2
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest
+
+# Everything but the slow files (own topologies: RabbitMQ, Sentinel, Cluster; the chaos soak)
+test-fast: $(STAMP) node-deps openai2
+	$(PY) -m pytest -m "not slow"
 
 # One layer each (tests/conftest.py says what each may use):
 # no network at all, in seconds; Redis does not need to be running

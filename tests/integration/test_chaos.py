@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers.support import ARTIFACTS, ROOT
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 # this seed's 60 s schedule has all 14 kinds of fault, 24 in all, overlapping
 SEED = 235
 

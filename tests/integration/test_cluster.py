@@ -37,7 +37,7 @@ from tests.helpers.support import (
     wait_for_text,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
