@@ -133,16 +133,23 @@ class Hub:
             raise redis.TimeoutError(f"no subscription confirmation for {channel}")
         return listener
 
+    def _forget(self, listener: Listener) -> bool:
+        """Drop the listener (under ``self._lock``); True when it was its channel's last, so
+        the channel's subscription goes too."""
+        peers = self._listeners.get(listener.channel)
+        if peers is None:
+            return False
+        peers.discard(listener)
+        if peers:
+            return False
+        del self._listeners[listener.channel]
+        self._pending.pop(listener.channel, None)
+        return True
+
     def unsubscribe(self, listener: Listener) -> None:
         with self._lock:
-            peers = self._listeners.get(listener.channel)
-            if peers is None:
+            if not self._forget(listener):
                 return
-            peers.discard(listener)
-            if peers:
-                return
-            del self._listeners[listener.channel]
-            self._pending.pop(listener.channel, None)
             pubsub = self._pubsub if self._up else None
         if pubsub is not None:
             try:

@@ -89,14 +89,8 @@ class ShardedHub(Hub):
 
     def unsubscribe(self, listener: Listener) -> None:
         with self._lock:
-            peers = self._listeners.get(listener.channel)
-            if peers is None:
+            if not self._forget(listener):
                 return
-            peers.discard(listener)
-            if peers:
-                return
-            del self._listeners[listener.channel]
-            self._pending.pop(listener.channel, None)
             shard = self._home.pop(listener.channel, None)
             pubsub = shard.release(listener.channel) if shard is not None else None
         if shard is not None and pubsub is not None:
