@@ -31,6 +31,7 @@ from tests.helpers.stack import (
     ProcessLogs,
     RestartableGateway,
     Stack,
+    isolated_stack,
     start_gateway,
     start_worker,
 )
@@ -150,14 +151,8 @@ def make_stack(settings: Settings, process_logs: ProcessLogs) -> Iterator[Callab
     stacks: list[Stack] = []
 
     def make(workers: int = 1, **overrides: Any) -> Stack:
-        run = secrets.token_hex(3)
-        stack_settings = settings.with_(
-            key_prefix=f"{settings.key_prefix}-{run}", queue=f"{settings.queue}-{run}", **overrides
-        )
-        stack = Stack(stack_settings, process_logs, f"stack-{run}")
+        stack = isolated_stack(settings, process_logs, "stack", workers, **overrides)
         stacks.append(stack)
-        for _ in range(workers):
-            stack.start_worker()
         return stack
 
     yield make

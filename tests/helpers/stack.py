@@ -13,7 +13,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -223,3 +223,18 @@ class Stack:
         for process in running:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(15)
+
+
+def isolated_stack(
+    settings: Settings, logs: ProcessLogs, name: str, workers: int = 1, **overrides: Any
+) -> Stack:
+    """A stack of its own: a gateway and ``workers`` workers on ``settings`` with
+    ``overrides``, under a key prefix and a queue no other test shares."""
+    run = f"{name}-{secrets.token_hex(3)}"
+    stack_settings = settings.with_(
+        key_prefix=f"{settings.key_prefix}-{run}", queue=f"{settings.queue}-{run}", **overrides
+    )
+    stack = Stack(stack_settings, logs, run)
+    for _ in range(workers):
+        stack.start_worker()
+    return stack

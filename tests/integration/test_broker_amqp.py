@@ -32,7 +32,7 @@ from sluice.redis_client import make_redis
 from sluice.settings import Settings
 from sluice.store import JobStore
 from sluice.task_queue import make_celery
-from tests.helpers.stack import ProcessLogs, Stack
+from tests.helpers.stack import ProcessLogs, Stack, isolated_stack
 from tests.helpers.support import (
     ARTIFACTS,
     Received,
@@ -89,17 +89,10 @@ def amqp_stack(settings: Settings, process_logs: ProcessLogs) -> Iterator[Callab
     stacks: list[Stack] = []
 
     def make(workers: int = 1, **overrides: object) -> Stack:
-        run = secrets.token_hex(3)
-        stack_settings = settings.with_(
-            key_prefix=f"{settings.key_prefix}-amqp-{run}",
-            queue=f"{settings.queue}-amqp-{run}",
-            celery_broker_url=AMQP_URL,
-            **overrides,
+        stack = isolated_stack(
+            settings, process_logs, "amqp", workers, celery_broker_url=AMQP_URL, **overrides
         )
-        stack = Stack(stack_settings, process_logs, f"amqp-{run}")
         stacks.append(stack)
-        for _ in range(workers):
-            stack.start_worker()
         return stack
 
     yield make

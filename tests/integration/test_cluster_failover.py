@@ -22,7 +22,7 @@ from devtools.fake_upstream import FakeUpstream, expected_reply
 from sluice.keys import Keys
 from sluice.settings import Settings
 from tests.helpers.cluster import RedisCluster
-from tests.helpers.stack import ProcessLogs, Stack
+from tests.helpers.stack import ProcessLogs, Stack, isolated_stack
 from tests.helpers.support import (
     Received,
     create_job,
@@ -48,21 +48,18 @@ def cluster(tmp_path: Path) -> Iterator[RedisCluster]:
 def watermarked_stack(
     settings: Settings, process_logs: ProcessLogs, cluster: RedisCluster, redis_url: str
 ) -> Stack:
-    run = secrets.token_hex(3)
-    stack_settings = settings.with_(
+    return isolated_stack(
+        settings,
+        process_logs,
+        "cluster-wm",
         redis_url=cluster.url,
         redis_cluster=True,
         redis_min_replicas=1,
         redis_wait_timeout_ms=300,
         celery_broker_url=redis_url,  # the machine's plain Redis
-        key_prefix=f"{settings.key_prefix}-cwm-{run}",
-        queue=f"{settings.queue}-cwm-{run}",
         lease_ttl=10.0,  # (outlives the failover: the worker finds the lost writes itself)
         reaper_interval=1.0,
     )
-    stack = Stack(stack_settings, process_logs, f"cluster-wm-{run}")
-    stack.start_worker()
-    return stack
 
 
 def replica_of(cluster: RedisCluster, master: int) -> int:

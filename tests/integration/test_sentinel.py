@@ -20,7 +20,7 @@ import pytest
 from devtools.fake_upstream import FakeUpstream, expected_reply
 from sluice.settings import Settings
 from tests.helpers.sentinel import SentinelTopology
-from tests.helpers.stack import ProcessLogs, Stack
+from tests.helpers.stack import ProcessLogs, Stack, isolated_stack
 from tests.helpers.support import (
     Received,
     create_job,
@@ -45,18 +45,11 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelTopol
 def sentinel_stack(
     settings: Settings, process_logs: ProcessLogs, topology: SentinelTopology
 ) -> Stack:
-    run = secrets.token_hex(3)
-    stack_settings = settings.with_(
-        key_prefix=f"{settings.key_prefix}-s{run}",
-        queue=f"{settings.queue}-s{run}",
-        redis_url=topology.url,
-        redis_sentinels=topology.sentinels,
-        lease_ttl=6.0,
-        reaper_interval=1.0,
-    )
-    stack = Stack(stack_settings, process_logs, f"sentinel-{run}")
-    stack.start_worker()
-    return stack
+    return isolated_stack(
+        settings, process_logs, "sentinel",
+        redis_url=topology.url, redis_sentinels=topology.sentinels,
+        lease_ttl=6.0, reaper_interval=1.0,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
