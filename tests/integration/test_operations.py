@@ -61,12 +61,15 @@ def test_readyz_fails_without_a_live_worker_and_when_the_queue_is_full(
 
 
 def job_lines(logs: ProcessLogs, job_id: str) -> list[str]:
-    return [
+    """The job's log lines from every process's log, in time order (each line starts with
+    its timestamp; the files come in whatever order the directory lists them)."""
+    lines = [
         line
         for path in logs.directory.glob("*.log")
         for line in path.read_text(errors="replace").splitlines()
         if f"job={job_id}" in line or f'"job": "{job_id}"' in line
     ]
+    return sorted(lines, key=lambda line: line[:23])
 
 
 def test_each_job_leaves_one_structured_line_per_lifecycle_step(
