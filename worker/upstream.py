@@ -228,10 +228,62 @@ def map_read_error(exc: requests.RequestException) -> UpstreamError:
 # -- reading the chunks ------------------------------------------------------------------
 
 
+# the fragments whose text joins when they arrive together: plain text, nothing else in it
+_JOINABLE = ("content", "reasoning", "refusal")
+
+
+def coalesce(events: list[Event]) -> list[Event]:
+    """Join consecutive text deltas of one read that differ only in their text: the same
+    choice, the same kind of text (content, reasoning or refusal), no logprobs.
+
+    A worker that keeps up reads one upstream chunk at a time, and nothing changes. One
+    that falls behind (a burst of starts, a busy machine) finds several chunks waiting in
+    a read; sent as one event each, every one costs its own log entry, pub/sub line and
+    SSE frame in every gateway that relays it, the cost that made it fall behind. Joined,
+    the text and its order are the same (the log stays the answer, exactly), there are
+    fewer events to carry, and the worker catches up. Tool-call fragments and tokens with
+    logprobs stay one event each: a client may read them one by one.
+    """
+    if len(events) < 2:
+        return events
+    out: list[Event] = []
+    for event in events:
+        previous = out[-1] if out else None
+        if previous is not None and _joins(previous, event):
+            field = _text_field(event)
+            assert field is not None
+            data = {"index": event.data["index"], field: previous.data[field] + event.data[field]}
+            out[-1] = Event(DELTA, data)
+        else:
+            out.append(event)
+    return out
+
+
+def _text_field(event: Event) -> str | None:
+    """The text fragment's kind, when the delta is a plain text fragment and nothing more."""
+    data = event.data
+    if event.type != DELTA or len(data) != 2 or "index" not in data:
+        return None
+    for field in _JOINABLE:
+        if isinstance(data.get(field), str):
+            return field
+    return None
+
+
+def _joins(previous: Event, event: Event) -> bool:
+    field = _text_field(event)
+    return (
+        field is not None
+        and field == _text_field(previous)
+        and previous.data["index"] == event.data["index"]
+    )
+
+
 class ChunkReader:
     """The delta events of one job's upstream chunks (``docs/events.md``): one event per
     fragment (reasoning, content, refusal, each tool-call fragment), with the fragment's
-    logprobs; and what the job's ``done`` needs (finish reasons, usage, the texts)."""
+    logprobs, the plain text fragments of one read joined (``coalesce``); and what the
+    job's ``done`` needs (finish reasons, usage, the texts)."""
 
     def __init__(self, n: int = 1) -> None:
         self.n = n
@@ -241,13 +293,13 @@ class ChunkReader:
         self.deltas = 0
 
     def read(self, sse_events: Sequence[ServerSentEvent]) -> tuple[list[Event], bool]:
-        """The delta events of these upstream SSE events, and whether ``[DONE]`` was among
-        them (what follows it is not read). Raises ``UpstreamError`` for an error event
-        and ``UpstreamProtocolError`` for a chunk that is not JSON."""
+        """The delta events of these upstream SSE events (``coalesce``d), and whether
+        ``[DONE]`` was among them (what follows it is not read). Raises ``UpstreamError``
+        for an error event and ``UpstreamProtocolError`` for a chunk that is not JSON."""
         events: list[Event] = []
         for sse in sse_events:
             if sse.data.strip() == "[DONE]":
-                return events, True
+                return coalesce(events), True
             try:
                 payload = json.loads(sse.data)
             except ValueError:
@@ -255,7 +307,7 @@ class ChunkReader:
             if sse.event == "error":
                 raise error_from_payload(payload)
             events.extend(self.consume(payload))
-        return events, False
+        return coalesce(events), False
 
     def consume(self, payload: Any) -> list[Event]:
         """Events for one chunk; raises ``UpstreamError`` for an in-stream error object."""

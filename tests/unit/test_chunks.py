@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from sluice.errors import UpstreamError, UpstreamProtocolError
@@ -67,11 +69,49 @@ def _chunk(content: str) -> ServerSentEvent:
 
 def test_a_read_s_events_become_its_deltas_up_to_done() -> None:
     reader = ChunkReader()
-    deltas, done = reader.read([_chunk("a"), _chunk("b")])
-    assert [e.data["content"] for e in deltas] == ["a", "b"] and not done
+    deltas, done = reader.read([_chunk("a")])
+    assert [e.data["content"] for e in deltas] == ["a"] and not done
     deltas, done = reader.read([_chunk("c"), ServerSentEvent(data="[DONE]"), _chunk("late")])
     assert [e.data["content"] for e in deltas] == ["c"] and done
+    assert reader.completion_texts() == ["ac"]
+
+
+def test_text_chunks_read_together_are_one_delta() -> None:
+    """A worker that fell behind reads several chunks at once: their text is one event."""
+    reader = ChunkReader()
+    deltas, _ = reader.read([_chunk("a"), _chunk("b"), _chunk("c")])
+    assert [e.data for e in deltas] == [{"index": 0, "content": "abc"}]
     assert reader.completion_texts() == ["abc"]
+
+
+def test_only_plain_text_of_one_kind_and_choice_joins() -> None:
+    reader = ChunkReader(n=2)
+    chunks = [
+        {"choices": [{"index": 0, "delta": {"reasoning": "r1"}}]},
+        {"choices": [{"index": 0, "delta": {"reasoning": "r2"}}]},
+        {"choices": [{"index": 0, "delta": {"content": "a"}}]},
+        {"choices": [{"index": 1, "delta": {"content": "x"}}]},
+        {"choices": [{"index": 0, "delta": {"content": "b"}}]},
+        {"choices": [{"index": 0, "delta": {"content": "c"},
+                      "logprobs": {"content": [{"token": "c", "logprob": -0.1}]}}]},
+        {"choices": [{"index": 0, "delta": {"content": "d"}}]},
+        tool_chunk({"index": 0, "function": {"arguments": "{"}}),
+        tool_chunk({"index": 0, "function": {"arguments": "}"}}),
+        {"choices": [{"index": 0, "delta": {"content": "e"}}]},
+        {"choices": [{"index": 0, "delta": {"content": "f"}}]},
+    ]  # fmt: skip
+    events, _ = reader.read([ServerSentEvent(data=json.dumps(c)) for c in chunks])
+    assert [e.data for e in events] == [
+        {"index": 0, "reasoning": "r1r2"},
+        {"index": 0, "content": "a"},
+        {"index": 1, "content": "x"},
+        {"index": 0, "content": "b"},
+        {"index": 0, "content": "c", "logprobs": [{"token": "c", "logprob": -0.1}]},
+        {"index": 0, "content": "d"},
+        {"index": 0, "tool_call": {"index": 0, "arguments": "{"}},
+        {"index": 0, "tool_call": {"index": 0, "arguments": "}"}},
+        {"index": 0, "content": "ef"},
+    ]
 
 
 def test_a_chunk_that_is_not_json_or_an_error_event_fails_the_read() -> None:
