@@ -78,6 +78,10 @@ class JobFeed:
         self.last = after
         self.heartbeat = heartbeat
         self.finished = False
+        # True while the next item is already in memory (the rest of a page of the log, or
+        # of the messages that came together): the response joins their frames into one
+        # write (``gateway.wire.stream_response``)
+        self.more = False
         self._inbox: Inbox | None = None
         self._beat_by: float | None = None
 
@@ -113,19 +117,26 @@ class JobFeed:
                 inbox.close()
 
     def _new(self, entries: list[tuple[int, str]]) -> Iterator[tuple[int, str]]:
-        """The entries not yet sent, in order, filling gaps from the log."""
-        for event_id, entry in entries:
+        """The entries not yet sent, in order, filling gaps from the log. ``more`` says,
+        as each is yielded, whether the next one is already here."""
+        fresh = [pair for pair in entries if pair[0] > self.last]
+        for position, (event_id, entry) in enumerate(fresh):
             if event_id <= self.last:
                 continue
             if event_id > self.last + 1:
+                self.more = False
                 yield from self._from_log()
                 if event_id <= self.last:
                     continue
             self.last = event_id
+            terminal = entry_type(entry) in TERMINAL_EVENTS
+            following = fresh[position + 1][0] if position + 1 < len(fresh) else None
+            self.more = not terminal and following == event_id + 1
             yield event_id, entry
-            if entry_type(entry) in TERMINAL_EVENTS:
+            if terminal:
                 self.finished = True
                 return
+        self.more = False
 
     def _from_log(self) -> Iterator[tuple[int, str]]:
         """The log after the last event sent, a page at a time: a client that reads slowly
@@ -152,8 +163,7 @@ class JobFeed:
                     inbox.stale = False
                     yield from self._from_log()
                 if messages:
-                    for message in messages:
-                        yield from self._new(list(parse_message(message)))
+                    yield from self._new([pair for m in messages for pair in parse_message(m)])
                     continue
                 if time.monotonic() >= next_beat:
                     yield from self._from_log()

@@ -65,3 +65,29 @@ def test_a_feed_into_an_ended_job_whose_log_lost_its_tail_ends_at_the_first_hear
     items = list(feed)  # would never end if the feed waited for events 4 and 5
     assert [item[0] for item in items if isinstance(item, tuple)] == [2, 3]
     assert not feed.finished
+
+
+def test_a_replay_s_frames_go_out_a_page_per_write(store: JobStore) -> None:
+    """Replaying a long log, the response joins the frames of each page into one chunk
+    (one system call), and ends every chunk on a whole frame: the feed says ``more``
+    exactly while the next event is already in memory."""
+    from gateway.wire import _joined
+    from gateway.wire.sluice_sse import SluiceFrames
+
+    job_id = running_job(store)
+    deltas = REPLAY_PAGE + 20
+    batch = [e for n in range(deltas) for e in delta(f"{n},")]
+    last = store.append(job_id, batch, attempt=1, expect_last=1)
+    store.append(job_id, [Event(DONE, {"usage": None})], attempt=1, expect_last=last)
+    hub = Hub(store.redis, f"{store.keys.prefix}:hub")
+    feed = JobFeed(store, job_id, after=0, heartbeat=5, subscribe=hub.subscribe)
+    chunks = list(_joined(SluiceFrames(job_id, 1000).frames(feed), feed))
+    # the opening comment, the first page (events 1-500), the rest (501-522 with `done`)
+    assert len(chunks) == 3, [len(c) for c in chunks]
+    assert all(c.endswith(b"\n") for c in chunks)
+    body = b"".join(chunks).decode()
+    assert [int(line[4:]) for line in body.splitlines() if line.startswith("id: ")] == list(
+        range(1, deltas + 3)
+    )
+    assert body.count("event: delta") == deltas
+    assert body.endswith('event: done\ndata: {"usage":null}\n\n')
