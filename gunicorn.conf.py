@@ -15,6 +15,7 @@ try:
 except ModuleNotFoundError:  # --chdir from elsewhere: gunicorn adds that to sys.path later
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from sluice.settings import read_env
+from sluice.fd_limit import raise_open_file_limit
 
 # Each variable is declared, with its default, in sluice/settings.py (the README's table).
 # Prometheus multiprocess mode: every gateway process writes its metrics here and
@@ -29,6 +30,12 @@ bind = f"0.0.0.0:{read_env('PORT')}"
 worker_class = "gevent"
 workers = read_env("WEB_CONCURRENCY")
 worker_connections = read_env("SLUICE_WORKER_CONNECTIONS")
+# a socket per stream: the soft open-file limit (often 1,024) would refuse streams long
+# before worker_connections; the workers inherit what the master sets (sluice/fd_limit.py)
+raise_open_file_limit(int(worker_connections))
+# connections waiting to be accepted: a burst of clients (a deploy's reconnects) that
+# overflows it waits a second for a SYN retry (the kernel caps it at net.core.somaxconn)
+backlog = 4096
 # gevent workers notify the arbiter independently of requests, so long streams are fine.
 timeout = 30
 graceful_timeout = read_env("SLUICE_GRACEFUL_TIMEOUT")

@@ -17,10 +17,11 @@ import os
 from functools import lru_cache
 from typing import ClassVar
 
-from celery.signals import worker_ready, worker_shutting_down
+from celery.signals import worker_init, worker_ready, worker_shutting_down
 from celery.worker.consumer import Consumer
 
 from sluice.broker import Broker, broker_kind, broker_url, make_broker, safe_url
+from sluice.fd_limit import raise_open_file_limit
 from sluice.heap import freeze_startup_heap
 from sluice.logs import configure_logging
 from sluice.metrics import serve_worker_metrics
@@ -83,6 +84,13 @@ def run_job(job_id: str) -> None:
 
 def _enqueue(job_id: str, queue: str) -> None:
     enqueue_job(app, job_id, queue)
+
+
+@worker_init.connect
+def _open_files(sender: object = None, **_kwargs: object) -> None:
+    """A socket per running job (its upstream's): enough open files for ``--concurrency``
+    of them (``sluice.fd_limit``)."""
+    raise_open_file_limit(int(getattr(sender, "concurrency", 0) or 0))
 
 
 @worker_ready.connect
