@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast test-unit test-redis test-integration test-browser node-deps openai2 lint format clean vendor bench
+.PHONY: run test test-fast test-unit test-redis test-integration test-browser node-deps openai2 lint format clean vendor bench bench-matrix
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -64,10 +64,23 @@ test-integration: $(STAMP) node-deps openai2
 test-browser: $(STAMP)
 	$(PY) -m pytest tests/browser
 
-# The benchmark (docs/performance.md): Sluice against a direct proxy and flask-sse
-BENCH_ARGS ?= --deltas 100 --interval 0.1
+# The benchmark (docs/performance.md): every target, PASS/FAIL, Sluice beside a direct
+# proxy, flask-sse and vercel's resumable-stream (bench/peer, Node: its packages first)
+PEER_STAMP := bench/peer/node_modules/.installed
+$(PEER_STAMP): bench/peer/package.json bench/peer/package-lock.json
+	cd bench/peer && npm ci --no-audit --no-fund --silent
+	touch $(PEER_STAMP)
+
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(PY) -m bench.run $(BENCH_ARGS)
+	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory $(PEER_STAMP); \
+	else echo "npm not found: the resumable-stream rows will fail"; fi
+	$(PY) -m bench.suite $(BENCH_ARGS)
+
+# One matrix of sizes and systems with its own flags (docs/performance.md, "bench.run")
+MATRIX_ARGS ?= --deltas 100 --interval 0.1
+bench-matrix: $(STAMP)
+	$(PY) -m bench.run $(MATRIX_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -12,10 +12,15 @@ How each system is driven:
 ``sluice``     ``POST /v1/jobs`` with ``"stream": true``: the answer is the job's event
                stream (``requests`` 1, the default); or ``POST /v1/jobs`` (202) then
                ``GET`` its ``events_url`` (``requests`` 2, what an EventSource client does).
-``direct``     ``POST /chat``: the answer is the stream.
+``direct``     ``POST /chat``: the answer is the stream (also ``resumable-stream``, the
+               peer, whose Node server has the same route).
 ``flask-sse``  ``GET /stream?channel=<id>`` first (flask-sse keeps no history), then
                ``POST /start`` (202 once the subscription is seen in Redis); the client
                closes the stream after ``done``, since flask-sse never ends it.
+
+With ``join`` (late joiners), no job is started: each stream opens one of those URLs
+(``GET``) on a job that exists already, finished or running, and reads it to its end;
+a ``snapshot`` event (Sluice's ``?snapshot=1``) counts the deltas its text holds.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from typing import Any
 import aiohttp
 import uvloop
 
-SYSTEMS = ("sluice", "direct", "flask-sse")
+SYSTEMS = ("sluice", "direct", "flask-sse", "resumable-stream")
 TERMINAL_FAILURES = ("error", "cancelled")
 
 
@@ -48,6 +53,7 @@ class Spec:
     interval: float
     timeout: float
     requests: int = 1  # sluice: 1 = POST with "stream": true, 2 = POST then GET events_url
+    join: tuple[str, ...] = ()  # late joiners: URL paths to GET (stream i opens join[i % k])
 
     @property
     def model(self) -> str:
@@ -64,6 +70,8 @@ class StreamResult:
     seqs: set[int] = field(default_factory=set)
     duplicates: int = 0
     terminal: str | None = None
+    ended: float | None = None  # the terminal event arrived (time to last byte)
+    bytes: int = 0
     error: str | None = None
 
 
@@ -108,15 +116,18 @@ class Run:
         self.latencies: list[float] = []
         self.received: list[float] = []  # receive time of each latency sample
         self.body = {"model": spec.model, "messages": [{"role": "user", "content": "x"}]}
+        self.started = 0  # late joiners opened so far
 
     # -- one stream -----------------------------------------------------------------------
 
     async def stream(self, res: StreamResult) -> None:
         res.t0 = time.time()
         try:
-            if self.spec.system == "sluice":
+            if self.spec.join:
+                await self._join(res)
+            elif self.spec.system == "sluice":
                 await self._sluice(res)
-            elif self.spec.system == "direct":
+            elif self.spec.system in ("direct", "resumable-stream"):
                 await self._direct(res)
             else:
                 await self._flask_sse(res)
@@ -147,6 +158,13 @@ class Run:
         headers = {"Accept": "text/event-stream"}
         async with self.session.get(f"{base}{job['events_url']}", headers=headers) as r:
             await self._read(r, res, "GET events")
+
+    async def _join(self, res: StreamResult) -> None:
+        path = self.spec.join[self.started % len(self.spec.join)]
+        self.started += 1
+        headers = {"Accept": "text/event-stream"}
+        async with self.session.get(f"{self.spec.base_url}{path}", headers=headers) as r:
+            await self._read(r, res, f"GET {path.split('?')[0]}")
 
     async def _direct(self, res: StreamResult) -> None:
         async with self.session.post(f"{self.spec.base_url}/chat", json=self.body) as r:
@@ -183,17 +201,34 @@ class Run:
         reader = SSEReader()
         async for data in r.content.iter_any():
             received = time.time()
+            res.bytes += len(data)
             for event, payload in reader.feed(data):
                 if event == "delta":
                     self._delta(res, payload, received)
+                elif event == "snapshot":
+                    self._snapshot(res, payload, received)
                 elif event == "done":
-                    res.terminal = "done"
+                    res.terminal, res.ended = "done", received
                     return
                 elif event in TERMINAL_FAILURES:
                     res.terminal = event
                     res.error = f"{event} event: {payload[:200].decode(errors='replace')}"
                     return
         res.error = "stream ended without a terminal event"
+
+    def _snapshot(self, res: StreamResult, payload: bytes, received: float) -> None:
+        """The text so far as one event: its deltas count, not their latency (they were
+        written before the stream was opened)."""
+        for choice in json.loads(payload).get("choices") or ():
+            text = choice.get("content") or choice.get("text") or ""
+            for piece in text.split("|"):
+                if piece:
+                    seq = int(piece.partition(":")[0])
+                    res.duplicates += seq in res.seqs
+                    res.seqs.add(seq)
+        if res.first_delta is None:
+            res.first_delta = received
+        res.last_delta = received
 
     def _delta(self, res: StreamResult, payload: bytes, received: float) -> None:
         content = json.loads(payload).get("content") or ""
@@ -245,6 +280,13 @@ def summarise(spec: Spec, results: list[StreamResult], run: Run) -> dict[str, An
     reasons = Counter(r.error.split(":")[0] for r in failed if r.error)
     starts = [r.t0 for r in results if r.t0]
     ends = [r.last_delta for r in results if r.last_delta is not None]
+    # the sustained rate: deltas received while every stream was open (after the last
+    # first delta, before the first last delta) against what the upstream offered then
+    first_end = min(ends, default=0.0)
+    window = first_end - all_open
+    in_window = sum(1 for t in run.received if all_open < t <= first_end)
+    offered = spec.n * window / spec.interval if spec.interval and window > 0 else None
+    ttlb = [r.ended - r.t0 for r in results if r.ended is not None]
     wall = (max(ends) - min(starts)) if starts and ends else None
     delivered = sum(len(r.seqs) for r in results)
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -272,6 +314,15 @@ def summarise(spec: Spec, results: list[StreamResult], run: Run) -> dict[str, An
             q: _ms(percentile(steady, p)) for q, p in (("p50", 50), ("p90", 90), ("p99", 99))
         },
         "latency_steady_samples": len(steady),
+        "sustained": {
+            "window_s": round(window, 3) if window > 0 else None,
+            "delivered": in_window,
+            "offered": None if offered is None else round(offered, 1),
+            "ratio": round(in_window / offered, 4) if offered else None,
+        },
+        "ttlb_ms": {q: _ms(percentile(ttlb, p)) for q, p in (("p50", 50), ("p99", 99))},
+        "ttlb_max_ms": _ms(max(ttlb) if ttlb else None),
+        "bytes_received": sum(r.bytes for r in results),
         "deltas_delivered": delivered,
         "deltas_expected": spec.n * spec.deltas,
         "wall_s": None if wall is None else round(wall, 3),
@@ -302,7 +353,8 @@ def main() -> None:
     parser.add_argument("--spec", required=True, help="JSON of bench.client.Spec")
     parser.add_argument("--out", required=True, help="where to write the JSON summary")
     args = parser.parse_args()
-    spec = Spec(**json.loads(args.spec))
+    fields = json.loads(args.spec)
+    spec = Spec(**{**fields, "join": tuple(fields.get("join") or ())})
     if spec.system not in SYSTEMS:
         sys.exit(f"unknown system {spec.system!r}")
     _raise_fd_limit()

@@ -37,6 +37,7 @@ from bench import report
 from bench.client import Spec
 from bench.monitor import Monitor
 from bench.procs import BenchError, Processes, free_port, wait_http
+from bench.profile import Profiler
 from bench.systems import ROOT, Context, Stack, Variant, start_stack
 
 log = logging.getLogger("bench")
@@ -86,7 +87,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=120, help="deadline of one run (s)")
     p.add_argument("--warmup", type=int, default=5, help="concurrent warm-up streams")
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-    p.add_argument("--out", type=Path, default=RESULTS, help="where latest.{md,json} go")
+    p.add_argument("--out", type=Path, default=RESULTS / "matrix", help="where latest.{md,json} go")
+    p.add_argument(
+        "--profile", action="store_true",
+        help="py-spy the gateway and the worker during each run (bench/profile.py)",
+    )  # fmt: skip
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     if args.deltas < 1 or args.interval < 0 or min(args.sizes) < 1:
@@ -184,12 +189,16 @@ class Bench:
         self.ctx = Context(self.run_id, self.args.redis_url, upstream_url, extra)
         log.info("fake upstream on http://127.0.0.1:%d/v1 (pid %d)", port, proc.pid)
 
-    def client(self, stack: Stack, n: int, deltas: int, interval: float, timeout: float) -> Any:
+    def client(
+        self, stack: Stack, n: int, deltas: int, interval: float, timeout: float,
+        join: tuple[str, ...] = (), name: str | None = None,
+    ) -> Any:  # fmt: skip
+        """Run the load client (``join``: late joiners on those URL paths) to its end."""
         spec = Spec(
             stack.variant.system, stack.base_url, n, deltas, interval, timeout,
-            stack.variant.requests,
+            stack.variant.requests, tuple(join),
         )  # fmt: skip
-        name = f"client-{stack.variant.slug}-{n}"
+        name = f"client-{stack.variant.slug}-{name or n}"
         out = self.log_dir / f"{name}.json"
         out.unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "bench.client", "--spec", json.dumps(asdict(spec))]
@@ -223,12 +232,20 @@ class Bench:
         if self.redis_pid:
             roots["redis"] = self.redis_pid
         monitor = Monitor(roots)
+        profiler = Profiler(
+            {k: v for k, v in roots.items() if k in ("gateway", "worker")},
+            self.log_dir, f"{stack.variant.slug}-{n}",
+        )  # fmt: skip
         monitor.start()
+        if args.profile:
+            profiler.start()
         try:
             summary = self.client(stack, n, args.deltas, args.interval, args.timeout)
         finally:
             resources = monitor.stop()
+            profile = profiler.stop()
         return {
+            "profile": profile,
             **self._row_head(stack.variant, n),
             "client": summary,
             "resources": resources,

@@ -8,6 +8,9 @@
 * ``direct``: ``bench.direct_proxy`` under the same gunicorn config; no worker.
 * ``flask-sse``: ``bench.flask_sse_app`` under the same gunicorn config and a Celery
   worker (``bench.flask_sse_worker``) with the same pool and concurrency.
+* ``resumable-stream``: the peer, vercel's ``resumable-stream`` in one Node process
+  (``bench/peer/server.mjs``), which reads the same fake upstream; ``POST /chat`` is the
+  stream, as the direct proxy's.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.procs import Proc, Processes, free_port, wait_http
+from bench.procs import BenchError, Proc, Processes, free_port, wait_http
 
 log = logging.getLogger("bench")
 
@@ -32,7 +35,14 @@ GATEWAY_APPS = {
 }
 PER_STREAM_GATEWAY = "bench.per_stream_gateway:app"  # Sluice with shared=0
 WORKER_APPS = {"sluice": "worker.celery_app", "flask-sse": "bench.flask_sse_worker"}
-READY_PATHS = {"sluice": "/readyz", "direct": "/healthz", "flask-sse": "/healthz"}
+READY_PATHS = {
+    "sluice": "/readyz",
+    "direct": "/healthz",
+    "flask-sse": "/healthz",
+    "resumable-stream": "/healthz",
+}
+PEER = "resumable-stream"
+PEER_SERVER = ROOT / "bench" / "peer" / "server.mjs"
 
 
 @dataclass(frozen=True)
@@ -107,28 +117,33 @@ def _env(variant: Variant, ctx: Context, port: int) -> dict[str, str]:
     return env
 
 
-def _worker_cmd(variant: Variant, env: dict[str, str], ctx: Context) -> list[str]:
+def _worker_cmd(variant: Variant, env: dict[str, str], ctx: Context, concurrency: int) -> list[str]:
     queue = env.get("SLUICE_QUEUE") or env["BENCH_FLASK_SSE_QUEUE"]
     return [
         sys.executable, "-m", "celery", "--app", WORKER_APPS[variant.system], "worker",
-        "--pool", "gevent", "--concurrency", str(WORKER_CONCURRENCY), "--queues", queue,
+        "--pool", "gevent", "--concurrency", str(concurrency), "--queues", queue,
         "--without-gossip", "--without-mingle", "--without-heartbeat",
         "--loglevel", "WARNING", "--hostname", f"bench-{variant.slug}-{ctx.run_id}@%h",
     ]  # fmt: skip
 
 
-def start_stack(variant: Variant, ctx: Context, procs: Processes) -> Stack:
-    """Start the system's gateway (and worker); returns once the gateway answers.
+def start_stack(
+    variant: Variant, ctx: Context, procs: Processes, concurrency: int = WORKER_CONCURRENCY
+) -> Stack:
+    """Start the system's gateway (and worker, with ``concurrency`` greenlets); returns
+    once the gateway answers.
 
     The worker's readiness is proven by the warm-up streams, which wait in the queue
     until it consumes them.
     """
     port = free_port()
     env = _env(variant, ctx, port)
+    if variant.system == PEER:
+        return _start_peer(variant, ctx, procs, env, port)
     worker = None
     if variant.system in WORKER_APPS:
         worker = procs.start(
-            f"{variant.slug}-worker", _worker_cmd(variant, env, ctx), env, ROOT,
+            f"{variant.slug}-worker", _worker_cmd(variant, env, ctx, concurrency), env, ROOT,
             stop_signal=signal.SIGQUIT,  # cold shutdown: nothing left worth waiting for
         )  # fmt: skip
     app = GATEWAY_APPS[variant.system]
@@ -152,3 +167,17 @@ def start_stack(variant: Variant, ctx: Context, procs: Processes) -> Stack:
         f", worker pid {worker.pid}" if worker else "",
     )
     return Stack(variant, base_url, gateway, worker)
+
+
+def _start_peer(
+    variant: Variant, ctx: Context, procs: Processes, env: dict[str, str], port: int
+) -> Stack:
+    """The Node server around resumable-stream (``make bench`` installs its packages)."""
+    if not (PEER_SERVER.parent / "node_modules").is_dir():
+        raise BenchError("bench/peer has no node_modules: run `make bench` (npm ci there)")
+    env = {**env, "PEER_KEY_PREFIX": f"sluice-bench-{ctx.run_id}-peer"}
+    gateway = procs.start(f"{variant.slug}-gateway", ["node", str(PEER_SERVER)], env, ROOT)
+    base_url = f"http://127.0.0.1:{port}"
+    wait_http(base_url + READY_PATHS[PEER], gateway, timeout=30)
+    log.info("%s: node pid %d on %s", variant.label, gateway.pid, base_url)
+    return Stack(variant, base_url, gateway, None)
