@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 STARTED = "started"
@@ -92,6 +92,9 @@ class ToolCallState:
         self.name = self.name or str(fragment.get("name") or "")
         self.arguments += str(fragment.get("arguments") or "")
 
+    def copy(self) -> ToolCallState:
+        return replace(self)
+
     def to_dict(self) -> dict[str, Any]:
         """OpenAI's message shape: ``function: {name, arguments}`` (``custom: {name,
         input}`` for a custom tool)."""
@@ -132,6 +135,16 @@ class ChoiceState:
             fragment = data["tool_call"]
             call_index = fragment.get("index", 0)
             self.tool_calls.setdefault(call_index, ToolCallState()).apply(fragment)
+
+    def copy(self) -> ChoiceState:
+        """A copy that ``apply`` can extend without touching this one (the strings are
+        shared, being immutable; the containers are new)."""
+        return replace(
+            self,
+            tool_calls={i: call.copy() for i, call in self.tool_calls.items()},
+            content_logprobs=None if self.content_logprobs is None else [*self.content_logprobs],
+            refusal_logprobs=None if self.refusal_logprobs is None else [*self.refusal_logprobs],
+        )
 
     def tool_call_list(self) -> list[dict[str, Any]]:
         return [self.tool_calls[i].to_dict() for i in sorted(self.tool_calls)]
@@ -175,14 +188,21 @@ class Transcript:
     usage_estimated: bool | None = None
     error: dict[str, Any] | None = None
     last_event_id: int = 0
+    # from the latest ``started`` (``attempt`` also from a ``reset``: the attempt to come)
+    model: str | None = None
+    attempt: int | None = None
 
     def apply(self, event_id: int, event: Event) -> None:
         self.last_event_id = event_id
         data = event.data
         if event.type == DELTA:
             self.choices.setdefault(data["index"], ChoiceState(data["index"])).apply(data)
+        elif event.type == STARTED:
+            self.model = data.get("model", self.model)
+            self.attempt = data.get("attempt", self.attempt)
         elif event.type == RESET:
             self.choices.clear()
+            self.attempt = data.get("attempt", self.attempt)
         elif event.type == DONE:
             for index, reason in enumerate(data.get("finish_reasons", [])):
                 self.choices.setdefault(index, ChoiceState(index)).finish_reason = reason
@@ -193,6 +213,17 @@ class Transcript:
         elif event.type == CANCELLED:
             self.usage = data.get("usage")
             self.usage_estimated = data.get("usage_estimated")
+
+    def copy(self) -> Transcript:
+        """A copy to apply more events to while others read this one (the gateway's
+        snapshot cache, ``gateway/snapshots.py``, never changes a transcript it shares).
+        Cheap: the texts are shared strings, only the containers are new."""
+        return replace(
+            self,
+            choices={i: choice.copy() for i, choice in self.choices.items()},
+            usage=None if self.usage is None else {**self.usage},
+            error=None if self.error is None else {**self.error},
+        )
 
     def texts(self) -> list[str]:
         return [self.choices[i].content for i in sorted(self.choices)]
@@ -205,8 +236,11 @@ class Transcript:
         return [self.choices[i].to_dict() for i in sorted(self.choices)]
 
 
-def fold(entries: Iterable[tuple[int, str]]) -> Transcript:
-    transcript = Transcript()
+def fold(entries: Iterable[tuple[int, str]], transcript: Transcript | None = None) -> Transcript:
+    """Apply log entries in order, to ``transcript`` (changed in place) or a new one.
+    Folding a log in parts gives what folding it whole gives, resets included (a reset
+    clears what came before it, whichever part that was in)."""
+    transcript = Transcript() if transcript is None else transcript
     for event_id, entry in entries:
         transcript.apply(event_id, Event.from_entry(entry))
     return transcript

@@ -15,14 +15,16 @@ client that knows the conversation and not the job.
 from __future__ import annotations
 
 import re
+from itertools import chain
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
 from pydantic import BaseModel
 
-from gateway import request
+from gateway import request, snapshots
 from gateway.cancel import cancel
 from gateway.routes.jobs import check_cursor, snapshot
+from gateway.routes.openapi import SNAPSHOT_PARAM
 from gateway.services import Services, services
 from gateway.wire import stream_response
 from gateway.wire.sluice_sse import ConversationFrames
@@ -70,11 +72,15 @@ def conversation_events(conversation_id: str) -> Response:
         raise InvalidRequest(
             f"{param} must be an event id of this stream (<job id>/<n>)", param=param
         )
+    snapshot_wanted = snapshots.wanted()
     check_cursor(svc, job, after, param)
     if job.ended and after >= job.last_event_id:
         return Response(status=204)  # stops EventSource from reconnecting
+    lead: list[tuple[int, str]] = []
+    if snapshot_wanted:  # (a cursor of an earlier job of the conversation counts as none)
+        lead, after = snapshots.opening(svc.store, job, after)
     feed = svc.feed(job.id, after)
-    return stream_response(frames.frames(feed), feed, {"X-Sluice-Job-Id": job.id})
+    return stream_response(frames.frames(chain(lead, feed)), feed, {"X-Sluice-Job-Id": job.id})
 
 
 CONVERSATION_ID_PARAM = {
@@ -115,10 +121,13 @@ OPENAPI_PATHS: dict[str, Any] = {
             "description": (
                 "The latest job of the conversation, from its first event (or after the "
                 "Last-Event-ID `<job id>/<n>` of this stream), then live. A cursor that "
-                "names another job starts this one from its first event."
+                "names another job starts this one from its first event. With snapshot=1 "
+                "and no cursor of this job, the answer so far comes first as one "
+                "`snapshot` event (docs/events.md)."
             ),
             "parameters": [
                 CONVERSATION_ID_PARAM,
+                SNAPSHOT_PARAM,
                 {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
             ],
             "responses": {

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, url_for
 
-from gateway import request
+from gateway import request, snapshots
 from gateway.cancel import cancel
 from gateway.request import JobRequest
 from gateway.services import Services, services
@@ -126,17 +127,24 @@ def get_job(job_id: str) -> Response:
 
 @bp.get("/v1/jobs/<job_id>/events")
 def job_events(job_id: str) -> Response:
+    """The job's events after the client's cursor; with ``?snapshot=1`` and no cursor,
+    one ``snapshot`` event of the answer so far first (``gateway.snapshots``)."""
     job = job_or_404(job_id)
     cursor, param = request.cursor()
     after = SluiceFrames.event_id(cursor)
     if after is None:
         raise InvalidRequest(f"{param} must be a non-negative integer event id", param=param)
+    snapshot_wanted = snapshots.wanted()
     svc = services()
     check_cursor(svc, job, after, param)
     if job.ended and after >= job.last_event_id:
         return Response(status=204)  # stops EventSource from reconnecting
+    lead: list[tuple[int, str]] = []
+    if snapshot_wanted:
+        lead, after = snapshots.opening(svc.store, job, after)
     feed = svc.feed(job.id, after)
-    return stream_response(SluiceFrames(job.id, svc.settings.sse_retry_ms).frames(feed), feed)
+    frames = SluiceFrames(job.id, svc.settings.sse_retry_ms).frames(chain(lead, feed))
+    return stream_response(frames, feed)
 
 
 def check_cursor(svc: Services, job: Job, after: int, param: str) -> None:

@@ -73,6 +73,18 @@ USER_KEY = {
     "schema": {"type": "string"},
 }
 
+SNAPSHOT_PARAM = {
+    "name": "snapshot",
+    "in": "query",
+    "required": False,
+    "description": (
+        "1 or true: with no cursor, start with one `snapshot` event (the answer so far, "
+        "under the id of the last event it covers), then the events after it; ignored "
+        "with a cursor. 0, false or absent: every event."
+    ),
+    "schema": {"type": "string", "enum": ["0", "1", "true", "false"]},
+}
+
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"content": {"application/json": {"schema": schema}}}
@@ -133,6 +145,7 @@ def openapi_document() -> dict[str, Any]:
                 "parameters": [
                     JOB_ID,
                     {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    SNAPSHOT_PARAM,
                     {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
                 ],
                 "responses": {

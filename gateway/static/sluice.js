@@ -19,9 +19,14 @@
 // message shape (`{id, type, function: {name, arguments}}`), and a `reset` clears it all.
 //
 // Or iterate: `for await (const event of sluice.stream(job)) { … }`.
+//
+// Joining a long answer late? `sluice.stream(job, { snapshot: true })` asks the gateway for
+// one `snapshot` event of the answer so far instead of every delta again (docs/events.md);
+// it replaces the choices (`stream.on("snapshot", (e) => render(e.text))`), and the deltas
+// after it apply on top. Reconnects resume after the last id as always.
 
 const TERMINAL = new Set(["done", "error", "cancelled"]);
-const EVENT_TYPES = ["started", "delta", "reset", ...TERMINAL];
+const EVENT_TYPES = ["started", "snapshot", "delta", "reset", ...TERMINAL];
 
 /** A tool call's state as OpenAI's message shape (`custom: {name, input}` for a custom tool). */
 function toolCall({ id, type, name, arguments: args }) {
@@ -111,6 +116,8 @@ export class Sluice {
    * @param {object|string} job the object createJob returned, or a job id
    * @param {object} [options]
    * @param {number} [options.after] resume after this event id (0 = from the start)
+   * @param {boolean} [options.snapshot] from the start: the answer so far as one
+   *   `snapshot` event, then the events after it (for a late joiner of a long answer)
    */
   stream(job, options = {}) {
     return new JobStream(this, typeof job === "string" ? { id: job } : job, options);
@@ -125,11 +132,12 @@ export class Sluice {
  * it carries (with the choice's call, reasoning or refusal as assembled so far).
  */
 export class JobStream extends EventTarget {
-  constructor(client, job, { after = 0, maxRetryDelay = 10000 } = {}) {
+  constructor(client, job, { after = 0, maxRetryDelay = 10000, snapshot = false } = {}) {
     super();
     this.client = client;
     this.job = job;
     this.lastEventId = after;
+    this.snapshot = snapshot;
     this.maxRetryDelay = maxRetryDelay;
     this.status = "connecting";
     this.choices = [];
@@ -181,6 +189,13 @@ export class JobStream extends EventTarget {
     const base = this.job.events_url || `/v1/jobs/${encodeURIComponent(this.job.id)}/events`;
     const url = new URL(this.client.url(base), globalThis.location?.href);
     url.searchParams.set("after", String(this.lastEventId));
+    return this._snapshotParam(url, !this.lastEventId);
+  }
+
+  /** `snapshot=1` on a URL with no cursor when asked for (the gateway ignores it with one). */
+  _snapshotParam(url, fromStart) {
+    if (this.snapshot && fromStart) url.searchParams.set("snapshot", "1");
+    else url.searchParams.delete("snapshot");
     return url.toString();
   }
 
@@ -265,6 +280,10 @@ export class JobStream extends EventTarget {
         text: choice.content,
         choice,
       });
+    } else if (type === "snapshot") {
+      // the answer up to this id, folded by the gateway: it replaces what we have
+      this._adopt(data.choices || []);
+      Object.assign(detail, { choices: this.choices, text: this.text(0), message: this.message(0) });
     } else if (type === "reset") {
       this.choices = [];
       this._calls = [];
@@ -381,17 +400,38 @@ export class JobStream extends EventTarget {
     this._push(null);
   }
 
-  _finishFromPoll(job) {
+  /**
+   * Take choices in the poll view's shape (a `snapshot` event's, or the poll's) as ours,
+   * with each tool call's state, so that later `tool_call` fragments continue it (a
+   * snapshot's calls carry their `index`; the poll's are in index order).
+   */
+  _adopt(choices) {
     this._calls = [];
-    this.choices = job.choices.map((c) => ({
-      index: c.index,
-      content: c.content,
-      reasoning: c.reasoning || "",
-      refusal: c.refusal || "",
-      toolCalls: c.tool_calls || [],
-      logprobs: c.logprobs || null,
-      finishReason: c.finish_reason,
-    }));
+    this.choices = [];
+    for (const c of choices) {
+      const calls = new Map();
+      (c.tool_calls || []).forEach((call, position) => {
+        const body = call.type === "custom" ? call.custom || {} : call.function || {};
+        const args = call.type === "custom" ? body.input : body.arguments;
+        const index = Number.isInteger(call.index) ? call.index : position;
+        calls.set(index, { id: call.id || "", type: call.type || "", name: body.name || "", arguments: args || "" });
+      });
+      const order = [...calls.keys()].sort((x, y) => x - y);
+      const choice = this._choice(c.index);
+      Object.assign(choice, {
+        content: c.content || "",
+        reasoning: c.reasoning || "",
+        refusal: c.refusal || "",
+        toolCalls: order.map((i) => toolCall(calls.get(i))),
+        logprobs: c.logprobs || null,
+        finishReason: c.finish_reason ?? null,
+      });
+      if (calls.size) this._calls[c.index] = calls;
+    }
+  }
+
+  _finishFromPoll(job) {
+    this._adopt(job.choices);
     this.usage = job.usage;
     this.usageEstimated = job.usage_estimated;
     if (job.status === "failed") {
@@ -501,7 +541,7 @@ export class ConversationStream extends JobStream {
     const base = conversation.job?.conversation_events_url || conversation._path("/events");
     const url = new URL(this.client.url(base), globalThis.location?.href);
     url.searchParams.set("after", this.job.id ? `${this.job.id}/${this.lastEventId}` : "0");
-    return url.toString();
+    return this._snapshotParam(url, !this.job.id || !this.lastEventId);
   }
 
   _eventId(event) {

@@ -179,3 +179,23 @@ def test_a_cursor_into_a_log_that_lost_events_is_gone_not_a_hang(
     assert time.monotonic() - started < 5
     store.redis.delete(events_key)  # the whole log gone, the job's hash not yet
     assert client.get(job["events_url"]).status_code == 410
+
+
+def test_a_conversation_stream_opens_with_a_snapshot_when_asked(
+    client: httpx.Client, upstream: Any
+) -> None:
+    conversation = "chat-" + secrets.token_hex(4)
+    prompt = "a snapshot of a turn " + secrets.token_hex(4)
+    job = turn(client, conversation, prompt).json()
+    url = f"/v1/conversations/{conversation}/events"
+    full = as_received(conversation_events(client, conversation)[2])
+    assert full[-1].event == "done"
+    with connect_sse(client, "GET", f"{url}?snapshot=1") as source:
+        events = [(sse.id, sse.event, json.loads(sse.data)) for sse in source.iter_sse()]
+    assert [(i, e) for i, e, _ in events] == [
+        (f"{job['id']}/{full[-2].id}", "snapshot"),
+        (f"{job['id']}/{full[-1].id}", "done"),
+    ]
+    text = events[0][2]["choices"][0]["content"]
+    assert text == text_of(full) == expected_reply(upstream_body(upstream, prompt))
+    assert client.get(f"{url}?snapshot=maybe").json()["error"]["param"] == "snapshot"

@@ -32,5 +32,5 @@ def test_eventsource_parser_reads_the_event_stream(gateway_url: str) -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert re.search(r"^# pass 9$", result.stdout, re.MULTILINE), result.stdout
+    assert re.search(r"^# pass 11$", result.stdout, re.MULTILINE), result.stdout
     assert re.search(r"^# fail 0$", result.stdout, re.MULTILINE)

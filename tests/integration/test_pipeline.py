@@ -19,6 +19,7 @@ from tests.helpers.support import (
     read_stream,
     text_of,
     upstream_body,
+    wait_for_text,
 )
 
 pytestmark = pytest.mark.integration
@@ -509,3 +510,71 @@ def test_a_cursor_past_the_end_of_a_running_job_is_gone_at_once(
     assert "does not exist" in response.json()["error"]["message"]
     assert time.monotonic() - started < 5
     client.post(f"{job['url']}/cancel")
+
+
+def with_snapshot(url: str, value: str = "1") -> str:
+    return f"{url}{'&' if '?' in url else '?'}snapshot={value}"
+
+
+def test_a_late_joiner_of_a_finished_job_gets_one_snapshot_then_done(
+    client: httpx.Client, upstream: FakeUpstream
+) -> None:
+    job, full = run_job(client, model="openai;words=400")
+    assert len(full) > 400
+    poll = client.get(job["url"]).json()
+    events = read_stream(client, with_snapshot(job["events_url"]))
+    assert [(e.id, e.event) for e in events] == [(full[-2].id, "snapshot"), (full[-1].id, "done")]
+    snap = events[0].data
+    assert snap["last_event_id"] == full[-2].id
+    assert (snap["model"], snap["attempt"]) == ("openai;words=400", 1)
+    assert snap["choices"] == [{**poll["choices"][0], "finish_reason": None}]
+    assert (
+        snap["choices"][0]["content"]
+        == text_of(full)
+        == expected_reply(upstream_body(upstream, job["prompt"]))
+    )
+    assert events[1] == full[-1]
+    again = read_stream(client, with_snapshot(job["events_url"], "true"))  # from the cache
+    assert again == events
+
+
+def test_a_joiner_mid_stream_gets_the_snapshot_then_the_rest_and_resumes_exactly(
+    client: httpx.Client, upstream: FakeUpstream
+) -> None:
+    prompt = unique_prompt()
+    job = create_job(
+        client, model="slow;delay=0.01;words=60", messages=[{"role": "user", "content": prompt}]
+    )
+    wait_for_text(client, job["url"], 30)
+    head = read_stream(client, with_snapshot(job["events_url"]), limit=3)
+    snap = head[0]
+    assert snap.event == "snapshot" and snap.data["last_event_id"] == snap.id
+    assert [e.event for e in head[1:]] == ["delta", "delta"]
+    assert [e.id for e in head] == [snap.id, snap.id + 1, snap.id + 2]
+    # reconnect with the snapshot's id (snapshot=1 is ignored with a cursor): the exact tail
+    tail = read_stream(
+        client, with_snapshot(job["events_url"]), headers={"Last-Event-ID": str(snap.id)}
+    )
+    assert tail[:2] == head[1:] and tail[-1].event == "done"
+    assert [e.id for e in tail] == list(range(snap.id + 1, snap.id + 1 + len(tail)))
+    answer = expected_reply(upstream_body(upstream, prompt))
+    assert snap.data["choices"][0]["content"] + text_of(tail) == answer
+    assert 0 < len(snap.data["choices"][0]["content"]) < len(answer)
+    # and with a later delta's id, as ?after=
+    later = read_stream(client, with_snapshot(f"{job['events_url']}?after={head[-1].id}"))
+    assert later == tail[2:]
+
+
+def test_snapshot_with_a_cursor_is_the_plain_replay_and_a_bad_value_is_a_400(
+    client: httpx.Client,
+) -> None:
+    job, full = run_job(client)
+    url = with_snapshot(job["events_url"])
+    assert read_stream(client, url, headers={"Last-Event-ID": "3"}) == full[3:]
+    assert read_stream(client, with_snapshot(f"{job['events_url']}?after=2", "1")) == full[2:]
+    assert read_stream(client, with_snapshot(job["events_url"], "0")) == full
+    for value in ("yes", "2", ""):
+        response = client.get(with_snapshot(job["events_url"], value))
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert (error["type"], error["param"]) == ("invalid_request", "snapshot")

@@ -3,13 +3,15 @@ time (a slow client holds one page in the gateway) and sends every event once, i
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
+from gateway import snapshots
 from gateway.feed import REPLAY_PAGE, JobFeed
 from gateway.hub import Hub
-from sluice.events import DONE, Event
+from sluice.events import DONE, RESET, Event
 from sluice.store import JobStore
 from tests.helpers.support import delta, running_job
 
@@ -91,3 +93,36 @@ def test_a_replay_s_frames_go_out_a_page_per_write(store: JobStore) -> None:
     )
     assert body.count("event: delta") == deltas
     assert body.endswith('event: done\ndata: {"usage":null}\n\n')
+
+
+def test_a_snapshot_folds_the_log_through_a_reset_and_the_feed_goes_on_after_it(
+    store: JobStore,
+) -> None:
+    """``?snapshot=1`` against the real log: the fold (pages, a reset) equals the poll's,
+    covers no terminal event, and the feed resumes right after it; a later joiner of the
+    same job reads only what came after the cached fold."""
+    job_id = running_job(store)
+    old = [e for n in range(REPLAY_PAGE + 10) for e in delta(f"old{n},")]
+    last = store.append(job_id, old, attempt=1, expect_last=1)
+    reset = Event(RESET, {"reason": "worker_lost", "attempt": 1})
+    new = [e for n in range(REPLAY_PAGE) for e in delta(f"{n},")]
+    last = store.append(job_id, [reset, *new], attempt=1, expect_last=last)
+    job = store.get(job_id)
+    assert job is not None
+    [(snap_id, entry)], after = snapshots.opening(store, job, 0)
+    assert snap_id == after == last
+    kind, _, data = entry.partition(" ")
+    assert kind == "snapshot"
+    assert json.loads(data)["choices"] == store.transcript(job_id).choice_list()
+    store.append(job_id, delta("end"), attempt=1, expect_last=last)
+    end = store.append(job_id, [Event(DONE, {"usage": None})], attempt=1, expect_last=last + 1)
+    job = store.get(job_id)
+    assert job is not None
+    [(later_id, later)], _ = snapshots.opening(store, job, 0)
+    assert later_id == end - 1
+    choices = json.loads(later.partition(" ")[2])["choices"]
+    assert choices[0]["content"] == "".join(f"{n}," for n in range(REPLAY_PAGE)) + "end"
+    hub = Hub(store.redis, f"{store.keys.prefix}:hub")
+    feed = JobFeed(store, job_id, after=later_id, heartbeat=5, subscribe=hub.subscribe)
+    assert [item[0] for item in feed if isinstance(item, tuple)] == [end]
+    assert snapshots.opening(store, job, 7) == ([], 7)  # a cursor: no snapshot

@@ -64,8 +64,8 @@ class FetchEventSource extends EventTarget {
   }
 }
 
-/** An EventSource that plays a script of [type, data] events, ids 1, 2, 3… */
-function scripted(events) {
+/** An EventSource that plays a script of [type, data] events, ids first, first + 1… */
+function scripted(events, first = 1) {
   return class ScriptedEventSource extends EventTarget {
     constructor() {
       super();
@@ -74,7 +74,7 @@ function scripted(events) {
         this.onopen?.(new Event("open"));
         events.forEach(([type, data], i) => {
           if (this.readyState === 2) return;
-          this.dispatchEvent(new MessageEvent(type, { data: JSON.stringify(data), lastEventId: String(i + 1) }));
+          this.dispatchEvent(new MessageEvent(type, { data: JSON.stringify(data), lastEventId: String(first + i) }));
         });
       });
     }
@@ -171,6 +171,43 @@ test("a refusal and a custom tool's input are kept, with their logprobs", async 
   });
 });
 
+test("a snapshot replaces the choices and later fragments continue it, tool calls too", async () => {
+  const urls = [];
+  const Script = scripted(
+    [
+      ["snapshot", {
+        object: "sluice.snapshot", last_event_id: 7, model: "m", attempt: 1,
+        choices: [{
+          index: 0, content: "Hel", reasoning: "Hm", finish_reason: null,
+          tool_calls: [{ index: 1, id: "call_a", type: "function", function: { name: "f", arguments: '{"a"' } }],
+        }],
+      }],
+      ["delta", { index: 0, content: "lo" }],
+      call(1, { arguments: ":1}" }),
+      ["done", { finish_reasons: ["tool_calls"], usage: null }],
+    ],
+    7,
+  );
+  class Recording extends Script {
+    constructor(url) {
+      super(url);
+      urls.push(new URL(url).searchParams);
+    }
+  }
+  const sluice = new Sluice({ baseUrl: "http://sluice.invalid", EventSource: Recording });
+  const stream = sluice.stream("job_s", { snapshot: true });
+  const snapshots = [];
+  stream.on("snapshot", (e) => snapshots.push([e.id, e.text]));
+  const result = await stream.result;
+  assert.deepEqual(snapshots, [[7, "Hel"]]);
+  assert.equal(urls[0].get("snapshot"), "1");
+  assert.equal(urls[0].get("after"), "0");
+  assert.equal(result.text, "Hello");
+  assert.equal(result.reasoning, "Hm");
+  assert.deepEqual(result.toolCalls, [{ id: "call_a", type: "function", function: { name: "f", arguments: '{"a":1}' } }]);
+  assert.equal(result.lastEventId, 10);
+});
+
 async function run(model, messages = [{ role: "user", content: "from node" }]) {
   const sluice = new Sluice({ baseUrl: gateway, EventSource: FetchEventSource });
   const job = await sluice.createJob({ model, messages });
@@ -207,6 +244,23 @@ test("tool calls from the gateway: events per fragment, the result as the poll r
   ];
   const job = await sluice.createJob({ model: "openai", messages: next });
   assert.ok(job.id);
+});
+
+test("a late joiner with snapshot: true gets the answer so far, then the rest", async () => {
+  const sluice = new Sluice({ baseUrl: gateway, EventSource: FetchEventSource });
+  const job = await sluice.createJob({ model: "slow;delay=0.01;words=60", messages: [{ role: "user", content: "late" }] });
+  while (!(await sluice.getJob(job.id)).choices[0]?.content) await new Promise((r) => setTimeout(r, 50));
+  const stream = sluice.stream(job, { snapshot: true });
+  const types = [];
+  for (const type of ["started", "snapshot", "delta"]) stream.on(type, (e) => types.push([type, e.id]));
+  const result = await stream.result;
+  const poll = await sluice.getJob(job.id);
+  assert.equal(types[0][0], "snapshot");
+  assert.ok(!types.some(([type]) => type === "started"));
+  assert.ok(types.length > 1); // joined mid-answer: deltas followed the snapshot
+  assert.deepEqual(types.map(([, id]) => id), types.map((_, i) => types[0][1] + i)); // contiguous
+  assert.equal(result.text, poll.choices[0].content);
+  assert.equal(result.lastEventId, poll.last_event_id);
 });
 
 test("reasoning and refusals from the gateway", async () => {
