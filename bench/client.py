@@ -65,6 +65,7 @@ class StreamResult:
     t0: float = 0.0
     accepted: float | None = None  # the job-starting request answered (sluice, flask-sse)
     opened: float | None = None  # the SSE response's headers arrived
+    started: float | None = None  # Sluice's `started` event arrived (a worker claimed it)
     first_delta: float | None = None
     last_delta: float | None = None
     seqs: set[int] = field(default_factory=set)
@@ -205,6 +206,8 @@ class Run:
             for event, payload in reader.feed(data):
                 if event == "delta":
                     self._delta(res, payload, received)
+                elif event == "started" and res.started is None:
+                    res.started = received
                 elif event == "snapshot":
                     self._snapshot(res, payload, received)
                 elif event == "done":
@@ -306,6 +309,7 @@ def summarise(spec: Spec, results: list[StreamResult], run: Run) -> dict[str, An
         # where TTFD goes: start request answered, SSE headers received (from t0)
         "accepted_ms": stage("accepted"),
         "opened_ms": stage("opened"),
+        "started_ms": stage("started"),  # (Sluice: its worker claimed the job)
         "latency_ms": {
             q: _ms(percentile(latencies, p)) for q, p in (("p50", 50), ("p90", 90), ("p99", 99))
         },
