@@ -4,8 +4,11 @@ per operation, and otherwise kombu's Redis transport, against the real Redis."""
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 import pytest
+import redis
+from kombu import Consumer, Queue
 
 from sluice.settings import Settings
 from sluice.task_queue import Channel, Transport, make_celery
@@ -47,6 +50,44 @@ def test_messages_go_through_with_late_acks(redis_url: str) -> None:
             again.ack()
             with pytest.raises(queue.Empty):
                 queue.get(timeout=0.3)  # each message delivered and acked exactly once
+        finally:
+            queue.clear()
+            queue.close()
+
+
+def test_the_messages_behind_the_first_are_taken_a_batch_at_a_time(redis_url: str) -> None:
+    """One drain takes the message BRPOP returned and those behind it, within the prefetch
+    room; each is in kombu's unacked hash until acked, and none is delivered twice."""
+    app = make_celery(Settings.from_env(redis_url=redis_url))
+    name = f"sluice-broker-test-{secrets.token_hex(4)}"
+    client = redis.Redis.from_url(redis_url)
+    with app.connection_for_write() as conn:
+        queue = conn.SimpleQueue(name)
+        try:
+            for n in range(30):
+                queue.put({"job": n})
+            channel = conn.channel()
+            received: list[Any] = []
+            consumer = Consumer(
+                channel, queues=[Queue(name)], callbacks=[lambda _b, m: received.append(m)]
+            )
+            consumer.qos(prefetch_count=20)
+            consumer.consume()
+            conn.drain_events(timeout=5)
+            assert [m.payload["job"] for m in received] == list(range(20))  # one drain
+
+            def booked() -> list[bool]:  # (other tests' workers share the unacked hash)
+                return [bool(client.hexists(channel.unacked_key, m.delivery_tag)) for m in received]
+
+            assert booked() == [True] * 20
+            for message in received:
+                message.ack()
+            conn.drain_events(timeout=5)
+            assert [m.payload["job"] for m in received] == list(range(30))
+            for message in received[20:]:
+                message.ack()
+            assert booked() == [False] * 30 and client.llen(name) == 0
+            consumer.cancel()
         finally:
             queue.clear()
             queue.close()
