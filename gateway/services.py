@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 import redis
@@ -16,7 +16,7 @@ from gateway.access import AccessControl
 from gateway.feed import JobFeed, Subscribe
 from gateway.hub import Hub
 from gateway.shard_hub import ShardedHub
-from gateway.submit import SubmissionGate
+from gateway.submit import QueueGauge, SubmissionGate
 from sluice.broker import Broker, make_broker
 from sluice.keyvault import KeyVault, vault_for
 from sluice.redis_client import make_redis
@@ -37,6 +37,10 @@ class Services:
     hub: Hub
     submissions: SubmissionGate
     subscribe: Subscribe  # how a feed subscribes to its job's channel: through the hub
+    queue_gauge: QueueGauge = field(init=False)  # the broker's queue depth, for admission
+
+    def __post_init__(self) -> None:
+        self.queue_gauge = QueueGauge(self.broker)
 
     @classmethod
     def build(cls, settings: Settings) -> Services:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from gateway import request
 from gateway.feed import JobFeed
 from gateway.request import ChatParameters
-from sluice.broker import BrokerUnavailable
+from sluice.broker import Broker, BrokerUnavailable
 from sluice.errors import ConversationBusy, InvalidRequest, Overloaded, ServiceUnavailable
 from sluice.logs import job_event
 from sluice.models import lookup, upstream_messages, upstream_parameters
@@ -115,10 +116,11 @@ def submit(
 
 
 def _refuse_when_full(svc: Services) -> None:
-    """``Overloaded`` when ``SLUICE_MAX_QUEUED`` jobs wait in the broker (RabbitMQ's depth
-    is at most a second old: ``sluice.broker``); ``ServiceUnavailable`` when it is down."""
+    """``Overloaded`` when ``SLUICE_MAX_QUEUED`` jobs wait in the broker (``QueueGauge``:
+    read at most every 50 ms while far from the limit; RabbitMQ's depth is at most a
+    second old, ``sluice.broker``); ``ServiceUnavailable`` when it is down."""
     try:
-        waiting = svc.broker.queue_depth(svc.settings.queue)
+        waiting = svc.queue_gauge.waiting(svc.settings.queue, svc.settings.max_queued)
     except BrokerUnavailable as exc:
         log.warning("refusing a job: the broker is unavailable (%s)", exc)
         raise ServiceUnavailable("the job queue is unavailable; retry") from exc
@@ -187,6 +189,44 @@ def _take_back(
         job.id, type(exc).__name__, exc,
         "withdrawn" if withdrawn else "left queued for the reaper to send",
     )  # fmt: skip
+
+
+# -- the queue's depth ----------------------------------------------------------------------
+
+DEPTH_FRESH = 0.05  # seconds a queue depth read stands in for the submissions after it
+
+
+class QueueGauge:
+    """How many jobs wait in the queue, as admission needs it: exact near the limit, and
+    read at most once per ``fresh_for`` seconds while far from it.
+
+    Reading the depth is a broker round trip before every job is stored. In a burst (a
+    thousand jobs in the same second) each of those waits for the process's event loop
+    to come round, and the submissions queue up behind them. A depth read a moment ago,
+    plus the submissions this process let through since (counted as queued whether or
+    not they get there), is as good an answer while it stays below the limit; as it
+    comes near, every submission reads the broker again, so one gateway process never
+    lets more than ``SLUICE_MAX_QUEUED`` wait (several processes could each let a few
+    through in the same 50 ms, as they could between a read and an enqueue before).
+    """
+
+    def __init__(self, broker: Broker, fresh_for: float = DEPTH_FRESH) -> None:
+        self.broker = broker
+        self.fresh_for = fresh_for
+        self._reads: dict[str, tuple[float, int, int]] = {}  # queue: (when, depth, since)
+
+    def waiting(self, queue: str, limit: int) -> int:
+        """The jobs waiting in ``queue`` (raises ``BrokerUnavailable``)."""
+        now = time.monotonic()
+        read = self._reads.get(queue)
+        if read is not None:
+            at, depth, since = read
+            if now - at < self.fresh_for and depth + since + 1 < limit:
+                self._reads[queue] = (at, depth, since + 1)
+                return depth + since
+        depth = self.broker.queue_depth(queue)
+        self._reads[queue] = (time.monotonic(), depth, 1)
+        return depth
 
 
 # -- submission slots ----------------------------------------------------------------------

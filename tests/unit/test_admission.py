@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from gateway.submit import SubmissionGate
+from gateway.submit import QueueGauge, SubmissionGate
 from sluice.errors import Overloaded
 
 
@@ -45,3 +45,43 @@ def test_zero_means_no_limit() -> None:
     gate = SubmissionGate(0)
     with gate.slot(), gate.slot(), gate.slot():
         pass
+
+
+class CountingBroker:
+    """A broker whose queue depth is set by the test; counts the reads."""
+
+    def __init__(self, depth: int) -> None:
+        self.depth = depth
+        self.reads = 0
+
+    def queue_depth(self, queue: str) -> int:
+        self.reads += 1
+        return self.depth
+
+
+def test_the_queue_depth_is_read_once_per_moment_far_from_the_limit() -> None:
+    broker = CountingBroker(10)
+    gauge = QueueGauge(broker, fresh_for=60)  # type: ignore[arg-type]  # (a test double)
+    # ten submissions in a burst: one read, each later one counted as queued after it
+    assert [gauge.waiting("q", limit=1000) for _ in range(10)] == list(range(10, 20))
+    assert broker.reads == 1
+
+
+def test_near_the_limit_every_submission_reads_the_broker() -> None:
+    broker = CountingBroker(7)
+    gauge = QueueGauge(broker, fresh_for=60)  # type: ignore[arg-type]
+    assert gauge.waiting("q", limit=10) == 7  # read
+    assert gauge.waiting("q", limit=10) == 8  # 7 + 1 let through: still below
+    broker.depth = 9
+    assert gauge.waiting("q", limit=10) == 9  # 7 + 2 + 1 would reach it: read again
+    assert gauge.waiting("q", limit=10) == 9  # and again: the refusal sees the real depth
+    assert broker.reads == 3
+
+
+def test_a_depth_goes_stale() -> None:
+    broker = CountingBroker(0)
+    gauge = QueueGauge(broker, fresh_for=0.01)  # type: ignore[arg-type]
+    gauge.waiting("q", limit=100)
+    time.sleep(0.02)
+    broker.depth = 42
+    assert gauge.waiting("q", limit=100) == 42 and broker.reads == 2
