@@ -84,11 +84,19 @@ class JobFeed:
         self.more = False
         self._inbox: Inbox | None = None
         self._beat_by: float | None = None
+        self._log_empty_when_subscribed = False
 
     def open(self) -> JobFeed:
         """Step 1 now: subscribe (idempotent). A route that starts the job itself calls
         this before the job is queued, so its first events arrive live, not by replay."""
         self._subscription()
+        return self
+
+    def subscribed_before_the_job(self) -> JobFeed:
+        """The route subscribed before the job was even stored: every event of it comes
+        live (or, after a gap, from the log), so the first read of the log, which could
+        only find it empty, is skipped."""
+        self._log_empty_when_subscribed = True
         return self
 
     def beat_by(self, deadline: float) -> JobFeed:
@@ -150,7 +158,8 @@ class JobFeed:
     def __iter__(self) -> Iterator[Item]:
         try:
             inbox = self._subscription()
-            yield from self._from_log()
+            if not self._log_empty_when_subscribed:
+                yield from self._from_log()
             next_beat = self._next_beat()
             while not self.finished:
                 messages = inbox.get(timeout=max(0.0, next_beat - time.monotonic()))

@@ -40,7 +40,7 @@ from sluice.broker import Broker, BrokerUnavailable
 from sluice.errors import ConversationBusy, InvalidRequest, Overloaded, ServiceUnavailable
 from sluice.logs import job_event
 from sluice.models import lookup, upstream_messages, upstream_parameters
-from sluice.store import Job
+from sluice.store import Job, new_job_id
 from sluice.task_queue import enqueue_job
 from sluice.tokens import FittedPrompt, fit_to_context
 
@@ -78,29 +78,43 @@ def submit(
         previous = _conversation_free(svc, owner, conversation)
         sealed = _seal(svc, user_key)
         fitted, upstream_request = _upstream_request(svc, params)
-        job, created = svc.store.create(
-            model=params.model,
-            request=upstream_request,
-            prompt_tokens=fitted.prompt_tokens,
-            prompt_tokens_estimated=fitted.estimated,
-            truncated_messages=fitted.dropped,
-            owner=owner,
-            idempotency_key=idempotency_key,
-            sealed_upstream_key=sealed,
-            meta=meta,
-            conversation=conversation,
-        )
+        job_id = new_job_id()
+        # the stream subscribes while the job is stored (both before it is queued): one
+        # round trip less between the request and its answer's first byte
+        opening = _Opening(svc.feed(job_id, 0).subscribed_before_the_job()) if follow else None
+        try:
+            job, created = svc.store.create(
+                model=params.model,
+                request=upstream_request,
+                prompt_tokens=fitted.prompt_tokens,
+                prompt_tokens_estimated=fitted.estimated,
+                truncated_messages=fitted.dropped,
+                owner=owner,
+                idempotency_key=idempotency_key,
+                sealed_upstream_key=sealed,
+                meta=meta,
+                conversation=conversation,
+                job_id=job_id,
+            )
+        except BaseException:
+            if opening is not None:
+                opening.abandon()
+            raise
         if not created:  # a replay: its stream subscribes when it starts
+            if opening is not None:
+                opening.abandon()
             return Submission(job, False, svc.feed(job.id, 0) if follow else None)
         if conversation is not None and not svc.store.point_conversation(
             owner, conversation, job.id, previous
         ):  # another submit to this conversation got there first
+            if opening is not None:
+                opening.abandon()
             svc.store.withdraw(job.id, idempotency_key, owner)
             raise ConversationBusy(conversation, svc.store.conversation_job_id(owner, conversation))
-        feed = svc.feed(job.id, 0) if follow else None
+        feed = opening.feed if opening is not None else None
         try:
-            if feed is not None:
-                feed.open()
+            if opening is not None:
+                opening.wait()
             enqueue_job(svc.celery, job.id, svc.settings.queue)
         except BaseException as exc:  # (a greenlet killed here must not keep its channel)
             if feed is not None:
@@ -113,6 +127,33 @@ def submit(
               prompt_tokens=fitted.prompt_tokens, truncated_messages=fitted.dropped,
               own_key=user_key is not None)  # fmt: skip
     return Submission(job, True, feed)
+
+
+class _Opening:
+    """A feed subscribing on a thread of its own (a greenlet under gevent) while the
+    submission goes on; ``wait`` returns once it is subscribed, or raises why not."""
+
+    def __init__(self, feed: JobFeed) -> None:
+        self.feed = feed
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._open, name="sluice-subscribe", daemon=True)
+        self._thread.start()
+
+    def _open(self) -> None:
+        try:
+            self.feed.open()
+        except BaseException as exc:  # (handed to the submission, which raises it)
+            self._error = exc
+
+    def wait(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def abandon(self) -> None:
+        """The job will not be followed after all: drop the subscription once made."""
+        self._thread.join()
+        self.feed.close()
 
 
 def _refuse_when_full(svc: Services) -> None:

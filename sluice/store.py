@@ -224,13 +224,15 @@ class JobStore:
         prompt_tokens_estimated: bool = False,
         meta: dict[str, Any] | None = None,
         conversation: str | None = None,
+        job_id: str | None = None,
     ) -> tuple[Job, bool]:
-        """Store a new queued job; returns ``(job, created)``.
+        """Store a new queued job (under ``job_id``, made by ``new_job_id``, when the
+        caller needed it first); returns ``(job, created)``.
 
         With an idempotency key, a second create with the same key returns the first job
         (``created`` False) instead of starting another generation.
         """
-        job_id = new_job_id()
+        job_id = job_id or new_job_id()
         if idempotency_key is not None:
             idem = self.keys.idempotency(f"{owner}:{idempotency_key}")
             if not self.redis.set(idem, job_id, nx=True, ex=self.settings.job_ttl):
