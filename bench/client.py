@@ -72,6 +72,7 @@ class StreamResult:
     duplicates: int = 0
     terminal: str | None = None
     ended: float | None = None  # the terminal event arrived (time to last byte)
+    caught_up: float | None = None  # the first delta written after t0 arrived (live)
     bytes: int = 0
     error: str | None = None
 
@@ -239,6 +240,8 @@ class Run:
             if not piece:
                 continue
             seq, _, emitted = piece.partition(":")
+            if res.caught_up is None and float(emitted) >= res.t0:
+                res.caught_up = received
             self.latencies.append(received - float(emitted))
             self.received.append(received)
             if int(seq) in res.seqs:
@@ -290,6 +293,7 @@ def summarise(spec: Spec, results: list[StreamResult], run: Run) -> dict[str, An
     in_window = sum(1 for t in run.received if all_open < t <= first_end)
     offered = spec.n * window / spec.interval if spec.interval and window > 0 else None
     ttlb = [r.ended - r.t0 for r in results if r.ended is not None]
+    caught_up = [r.caught_up - r.t0 for r in results if r.caught_up is not None]
     wall = (max(ends) - min(starts)) if starts and ends else None
     delivered = sum(len(r.seqs) for r in results)
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -326,6 +330,7 @@ def summarise(spec: Spec, results: list[StreamResult], run: Run) -> dict[str, An
         },
         "ttlb_ms": {q: _ms(percentile(ttlb, p)) for q, p in (("p50", 50), ("p99", 99))},
         "ttlb_max_ms": _ms(max(ttlb) if ttlb else None),
+        "caught_up_ms": {q: _ms(percentile(caught_up, p)) for q, p in (("p50", 50), ("p99", 99))},
         "bytes_received": sum(r.bytes for r in results),
         "deltas_delivered": delivered,
         "deltas_expected": spec.n * spec.deltas,

@@ -23,9 +23,10 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from importlib import metadata
 from pathlib import Path
 from types import FrameType
@@ -84,6 +85,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="a setting for the systems under test, e.g. SLUICE_SUBMIT_CONCURRENCY=0 "
         "(repeatable; to measure a lever with and without)",
     )  # fmt: skip
+    p.add_argument(
+        "--compare-rev", metavar="REV",
+        help="also run Sluice as it was at this git revision (checked out in a temporary "
+        "worktree), after each Sluice row: a lever's before and after in one run",
+    )  # fmt: skip
     p.add_argument("--timeout", type=float, default=120, help="deadline of one run (s)")
     p.add_argument("--warmup", type=int, default=5, help="concurrent warm-up streams")
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
@@ -108,13 +114,32 @@ def variants(args: argparse.Namespace) -> list[Variant]:
     for system in args.systems:
         if system == "sluice":
             switches = ["1", "0"] if args.shared_subscriber == "both" else [args.shared_subscriber]
+            ours = []
             if args.requests in ("1", "both"):
-                out += [Variant("sluice", s, 1) for s in switches]
+                ours += [Variant("sluice", s, 1) for s in switches]
             if args.requests in ("2", "both"):
-                out.append(Variant("sluice", switches[0], 2))
+                ours.append(Variant("sluice", switches[0], 2))
+            for variant in ours:
+                out.append(variant)
+                if args.compare_rev:
+                    root = checkout(args.compare_rev)
+                    out.append(replace(variant, revision=args.compare_rev, root=root))
         else:
             out.append(Variant(system))
     return out
+
+
+def checkout(revision: str) -> Path:
+    """Sluice's code at ``revision``, in a worktree of its own (made once per revision)."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", revision], cwd=ROOT, check=True, capture_output=True,
+        text=True,
+    ).stdout.strip()  # fmt: skip
+    path = Path(tempfile.gettempdir()) / f"sluice-bench-{commit}"
+    if not (path / "gateway").is_dir():
+        subprocess.run(["git", "worktree", "add", "--detach", "--force", str(path), commit],
+                       cwd=ROOT, check=True, capture_output=True)  # fmt: skip
+    return path
 
 
 # -- the machine --------------------------------------------------------------------------

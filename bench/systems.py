@@ -52,16 +52,19 @@ class Variant:
     system: str
     shared_subscriber: str | None = None  # "0", "1", or None (the deployed default)
     requests: int = 1  # Sluice's client: 1 = POST with "stream": true, 2 = POST then GET
+    revision: str | None = None  # Sluice's code at this git revision (a lever's "before")
+    root: Path = ROOT  # where its code is checked out
 
     @property
     def label(self) -> str:
+        name = self.system if self.revision is None else f"{self.system}@{self.revision}"
         if self.shared_subscriber is None:
-            return self.system
-        return f"{self.system} shared={self.shared_subscriber} req={self.requests}"
+            return name
+        return f"{name} shared={self.shared_subscriber} req={self.requests}"
 
     @property
     def slug(self) -> str:
-        return self.label.replace(" ", "-").replace("=", "")
+        return self.label.replace(" ", "-").replace("=", "").replace("@", "-at-")
 
 
 @dataclass(frozen=True)
@@ -143,7 +146,8 @@ def start_stack(
     worker = None
     if variant.system in WORKER_APPS:
         worker = procs.start(
-            f"{variant.slug}-worker", _worker_cmd(variant, env, ctx, concurrency), env, ROOT,
+            f"{variant.slug}-worker", _worker_cmd(variant, env, ctx, concurrency), env,
+            variant.root,
             stop_signal=signal.SIGQUIT,  # cold shutdown: nothing left worth waiting for
         )  # fmt: skip
     app = GATEWAY_APPS[variant.system]
@@ -154,7 +158,7 @@ def start_stack(
         app,
     ]  # fmt: skip
     gateway = procs.start(
-        f"{variant.slug}-gateway", gunicorn, env, ROOT,
+        f"{variant.slug}-gateway", gunicorn, env, variant.root,
         stop_signal=signal.SIGINT,  # gunicorn's quick shutdown
     )  # fmt: skip
     base_url = f"http://127.0.0.1:{port}"
