@@ -246,45 +246,38 @@ MAX_TAKEN_TOGETHER = 100
 
 
 class BatchQoS(kombu_redis.QoS):
-    """kombu's late-ack bookkeeping (each delivered message goes to the ``unacked`` hash
-    until it is acked), able to write that of a batch of messages in one round trip."""
+    """kombu's late-ack bookkeeping (each delivered message is in the ``unacked`` hash
+    until it is acked), for messages whose bookkeeping a batch wrote before delivering
+    them (``book``): their delivery only records them in memory."""
 
-    _batch: Any = None  # a pipeline while a batch is being delivered
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._booked: set[str] = set()
+
+    def book(self, client: Any, payloads: list[dict[str, Any]]) -> None:
+        """Write the bookkeeping of these messages (as ``append`` would, each) in one round
+        trip; a message without the properties it needs is left to ``append``."""
+        now = time.time()
+        tags = []
+        with client.pipeline(transaction=False) as pipe:
+            for payload in payloads:
+                properties = payload.get("properties") or {}
+                tag, delivery = properties.get("delivery_tag"), properties.get("delivery_info")
+                if not tag or not isinstance(delivery, dict):
+                    continue
+                raw = dumps([payload, delivery.get("exchange"), delivery.get("routing_key")])
+                pipe.zadd(self.unacked_index_key, {tag: now})
+                pipe.hset(self.unacked_key, tag, raw)
+                tags.append(tag)
+            pipe.execute()
+        self._booked.update(tags)
 
     def append(self, message: Any, delivery_tag: str) -> None:
-        batch = self._batch
-        if batch is None:
-            super().append(message, delivery_tag)
+        if delivery_tag in self._booked:
+            self._booked.discard(delivery_tag)
+            virtual.QoS.append(self, message, delivery_tag)  # (kombu's in-memory part)
             return
-        delivery = message.delivery_info
-        raw = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
-        batch.zadd(self.unacked_index_key, {delivery_tag: time.time()})
-        batch.hset(self.unacked_key, delivery_tag, raw)
-        virtual.QoS.append(self, message, delivery_tag)  # (kombu's in-memory part)
-
-    @contextmanager
-    def together(self, client: Any) -> Iterator[None]:
-        """The bookkeeping of the messages delivered inside goes out once, at the end."""
-        self._batch = client.pipeline(transaction=False)
-        try:
-            yield
-        finally:
-            batch, self._batch = self._batch, None
-            batch.execute()
-
-    def _flush(self) -> None:
-        """An ack or reject during a batch (a message refused on arrival) finds what it
-        removes already written."""
-        if self._batch is not None:
-            self._batch.execute()
-
-    def ack(self, delivery_tag: str) -> None:
-        self._flush()
-        super().ack(delivery_tag)
-
-    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
-        self._flush()
-        super().reject(delivery_tag, requeue=requeue)
+        super().append(message, delivery_tag)
 
 
 class TakenTogether:
@@ -299,11 +292,11 @@ class TakenTogether:
     had room for all of them (the benchmark's N=1,000 run). Now, when BRPOP returns a
     message, the messages behind it (up to ``MAX_TAKEN_TOGETHER``, and no more than the
     prefetch limit leaves room for) come with one RPOP and their bookkeeping goes out in
-    one pipeline: a few round trips for a hundred jobs. What kombu guarantees stays: a
-    message is in the ``unacked`` hash before its task can run (the task's greenlet first
-    runs when the consumer waits on that pipeline, which is sent first), and one taken
-    but never booked (a kill in between) is a lost doorbell, rung again by the reaper
-    (``worker/reaper.py``), as with kombu's own BRPOP.
+    one pipeline (a message carries its delivery tag from when it was published), and
+    only then are they delivered: a few round trips for a hundred jobs. What kombu
+    guarantees stays: a message is in the ``unacked`` hash before its task can run, and one
+    taken but never booked (a kill in between) is a lost doorbell, rung again by the
+    reaper (``worker/reaper.py``), as with kombu's own BRPOP.
     """
 
     QoS = BatchQoS
@@ -338,9 +331,11 @@ class TakenTogether:
                         break  # the rest of this queue's priorities wait for the next BRPOP
             if not taken:
                 return
-            with self.qos.together(client):
-                for queue, item in taken:
-                    self.connection._deliver(loads(bytes_to_str(item)), queue)
+            payloads = [(queue, loads(bytes_to_str(item))) for queue, item in taken]
+            # booked before any is delivered: none of their tasks can run before it
+            self.qos.book(client, [payload for _, payload in payloads])
+        for queue, payload in payloads:
+            self.connection._deliver(payload, queue)
 
 
 class Channel(TakenTogether, SharedClient, kombu_redis.Channel):
