@@ -158,7 +158,7 @@ class _Opening:
 
 def _refuse_when_full(svc: Services) -> None:
     """``Overloaded`` when ``SLUICE_MAX_QUEUED`` jobs wait in the broker (``QueueGauge``:
-    read at most every 50 ms while far from the limit; RabbitMQ's depth is at most a
+    read at most once a second below half the limit; RabbitMQ's depth is at most a
     second old, ``sluice.broker``); ``ServiceUnavailable`` when it is down."""
     try:
         waiting = svc.queue_gauge.waiting(svc.settings.queue, svc.settings.max_queued)
@@ -234,21 +234,21 @@ def _take_back(
 
 # -- the queue's depth ----------------------------------------------------------------------
 
-DEPTH_FRESH = 0.05  # seconds a queue depth read stands in for the submissions after it
+DEPTH_FRESH = 1.0  # seconds a queue depth read stands in for the submissions after it
 
 
 class QueueGauge:
-    """How many jobs wait in the queue, as admission needs it: exact near the limit, and
-    read at most once per ``fresh_for`` seconds while far from it.
+    """How many jobs wait in the queue, as admission needs it: read afresh from half the
+    limit on, and at most once per ``fresh_for`` seconds below it.
 
-    Reading the depth is a broker round trip before every job is stored. In a burst (a
-    thousand jobs in the same second) each of those waits for the process's event loop
-    to come round, and the submissions queue up behind them. A depth read a moment ago,
-    plus the submissions this process let through since (counted as queued whether or
-    not they get there), is as good an answer while it stays below the limit; as it
-    comes near, every submission reads the broker again, so one gateway process never
-    lets more than ``SLUICE_MAX_QUEUED`` wait (several processes could each let a few
-    through in the same 50 ms, as they could between a read and an enqueue before).
+    Reading the depth is a broker round trip before every job is stored: on the way of
+    every stream's first byte, and in a burst (a thousand jobs in the same second) one
+    more wait for the process's event loop to come round per submission. A depth read
+    less than a second ago, plus the submissions this process let through since (counted
+    as queued whether or not they get there), answers as well while it stays below half
+    the limit; from there on every submission reads the broker again, so one gateway
+    process never lets more than ``SLUICE_MAX_QUEUED`` wait, and the other processes'
+    submissions of that second would have to fill the other half to get past it.
     """
 
     def __init__(self, broker: Broker, fresh_for: float = DEPTH_FRESH) -> None:
@@ -262,7 +262,7 @@ class QueueGauge:
         read = self._reads.get(queue)
         if read is not None:
             at, depth, since = read
-            if now - at < self.fresh_for and depth + since + 1 < limit:
+            if now - at < self.fresh_for and 2 * (depth + since + 1) < limit:
                 self._reads[queue] = (at, depth, since + 1)
                 return depth + since
         depth = self.broker.queue_depth(queue)

@@ -59,7 +59,7 @@ class CountingBroker:
         return self.depth
 
 
-def test_the_queue_depth_is_read_once_per_moment_far_from_the_limit() -> None:
+def test_the_queue_depth_is_read_once_per_second_far_from_the_limit() -> None:
     broker = CountingBroker(10)
     gauge = QueueGauge(broker, fresh_for=60)  # type: ignore[arg-type]  # (a test double)
     # ten submissions in a burst: one read, each later one counted as queued after it
@@ -67,14 +67,14 @@ def test_the_queue_depth_is_read_once_per_moment_far_from_the_limit() -> None:
     assert broker.reads == 1
 
 
-def test_near_the_limit_every_submission_reads_the_broker() -> None:
+def test_from_half_the_limit_every_submission_reads_the_broker() -> None:
     broker = CountingBroker(7)
     gauge = QueueGauge(broker, fresh_for=60)  # type: ignore[arg-type]
-    assert gauge.waiting("q", limit=10) == 7  # read
-    assert gauge.waiting("q", limit=10) == 8  # 7 + 1 let through: still below
+    assert gauge.waiting("q", limit=20) == 7  # read
+    assert gauge.waiting("q", limit=20) == 8  # 7 + 1 let through: below half (10)
     broker.depth = 9
-    assert gauge.waiting("q", limit=10) == 9  # 7 + 2 + 1 would reach it: read again
-    assert gauge.waiting("q", limit=10) == 9  # and again: the refusal sees the real depth
+    assert gauge.waiting("q", limit=20) == 9  # 7 + 2 + 1 would reach half: read again
+    assert gauge.waiting("q", limit=20) == 9  # and again: the refusal sees the real depth
     assert broker.reads == 3
 
 
