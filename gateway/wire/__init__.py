@@ -17,11 +17,10 @@ gateway process, as the log does.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from typing import Protocol
 
 from flask import Response
-from werkzeug.wsgi import ClosingIterator
 
 from gateway.feed import Item, JobFeed
 from sluice.metrics import ACTIVE_STREAMS
@@ -47,15 +46,35 @@ def stream_response(
     ``sluice_active_streams`` while it lasts. The server closes the body even if it never
     started it (a client gone before the first byte): the feed's subscription goes too."""
     return Response(
-        ClosingIterator(_counted(_joined(frames, feed)), feed.close),
+        _Body(frames, feed),
         mimetype="text/event-stream",
         headers={**SSE_HEADERS, **(headers or {})},
         direct_passthrough=True,
     )
 
 
-def _joined(frames: Iterator[bytes], feed: JobFeed) -> Iterator[bytes]:
-    """The frames, those of items that came together joined into one chunk.
+class _Body:
+    """The response body: the server iterates the generator itself (no wrapper called
+    for every frame), and ``close`` (which the server calls even when the body never
+    started) ends it and the feed's subscription."""
+
+    def __init__(self, frames: Iterator[bytes], feed: JobFeed) -> None:
+        self._frames = _joined(frames, feed)
+        self._feed = feed
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._frames
+
+    def close(self) -> None:
+        try:
+            self._frames.close()
+        finally:
+            self._feed.close()
+
+
+def _joined(frames: Iterator[bytes], feed: JobFeed) -> Generator[bytes, None, None]:
+    """The frames, those of items that came together joined into one chunk, counted in
+    ``sluice_active_streams`` while they last.
 
     The server writes each chunk of the body with its own system call. A late joiner
     replaying a long answer, or a stream whose client reads slower than its job writes,
@@ -63,26 +82,23 @@ def _joined(frames: Iterator[bytes], feed: JobFeed) -> Iterator[bytes]:
     one write per frame would cost a system call and a pass through the server's chunk
     writer for every delta. While the feed says its next item is already in memory
     (``JobFeed.more``), frames wait in a list for it, so nothing waits on I/O: a live
-    delta that arrives alone goes out at once, as before.
+    delta that arrives alone goes out at once, as before. (One generator for both jobs:
+    each level of generators a parked stream is suspended in costs its greenlet ~0.6 kB.)
     """
-    waiting: list[bytes] = []
-    for frame in frames:
-        if feed.more:
-            waiting.append(frame)
-            continue
-        if waiting:
-            waiting.append(frame)
-            frame = b"".join(waiting)
-            waiting.clear()
-        yield frame
-    if waiting:
-        yield b"".join(waiting)
-
-
-def _counted(frames: Iterator[bytes]) -> Iterator[bytes]:
     ACTIVE_STREAMS.inc()
     try:
-        yield from frames
+        waiting: list[bytes] = []
+        for frame in frames:
+            if feed.more:
+                waiting.append(frame)
+                continue
+            if waiting:
+                waiting.append(frame)
+                frame = b"".join(waiting)
+                waiting.clear()
+            yield frame
+        if waiting:
+            yield b"".join(waiting)
     finally:
         with contextlib.suppress(Exception):
             ACTIVE_STREAMS.dec()
