@@ -72,6 +72,7 @@ class StreamResult:
     duplicates: int = 0
     terminal: str | None = None
     ended: float | None = None  # the terminal event arrived (time to last byte)
+    resets: int = 0  # Sluice's `reset` events (the job restarted: what came before is void)
     caught_up: float | None = None  # the first delta written after t0 arrived (live)
     bytes: int = 0
     error: str | None = None
@@ -209,6 +210,9 @@ class Run:
                     self._delta(res, payload, received)
                 elif event == "started" and res.started is None:
                     res.started = received
+                elif event == "reset":  # the protocol: discard everything so far
+                    res.resets += 1
+                    res.seqs.clear()
                 elif event == "snapshot":
                     self._snapshot(res, payload, received)
                 elif event == "done":
@@ -332,6 +336,7 @@ def summarise(spec: Spec, results: list[StreamResult], run: Run) -> dict[str, An
         "ttlb_max_ms": _ms(max(ttlb) if ttlb else None),
         "caught_up_ms": {q: _ms(percentile(caught_up, p)) for q, p in (("p50", 50), ("p99", 99))},
         "bytes_received": sum(r.bytes for r in results),
+        "streams_reset": sum(1 for r in results if r.resets),
         "deltas_delivered": delivered,
         "deltas_expected": spec.n * spec.deltas,
         "wall_s": None if wall is None else round(wall, 3),

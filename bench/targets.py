@@ -62,9 +62,11 @@ def check_long(results: dict[str, Any]) -> list[str]:
         for r in rows
         if r is not sluice
     )
+    resets = _get(sluice, "client", "streams_reset")
+    restarted = f" ({resets} restarted with `reset`)" if resets else ""
     return [
         f"{_verdict(ok)} {name}: N={n}, Sluice {report.failed(sluice) if sluice else '?'}/{n} "
-        f"failed, {_f(mb, 3)} MB per stream (≤ {MB_PER_STREAM}); {others}"
+        f"failed{restarted}, {_f(mb, 3)} MB per stream (≤ {MB_PER_STREAM}); {others}"
     ]
 
 
