@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from importlib import metadata
 from pathlib import Path
@@ -248,8 +249,12 @@ class Bench:
                 raise BenchError(f"warm-up failed: {result['error_samples']}")
         log.info("%s: warmed up", stack.variant.label)
 
-    def measure(self, stack: Stack, n: int) -> report.Row:
-        args = self.args
+    def observe(
+        self, stack: Stack, n: int, deltas: int, interval: float, timeout: float, *,
+        join: tuple[str, ...] = (), profile: bool = False, name: str | None = None,
+    ) -> tuple[Any, dict[str, Any], dict[str, Any]]:  # fmt: skip
+        """One client run with the processes' CPU and memory (and, with ``profile``, a
+        py-spy profile) taken around it: (the client's summary, resources, profile)."""
         self._upstream("/bench/reset", "POST")
         roots = {"gateway": stack.gateway.pid, "upstream": self.upstream_pid}
         if stack.worker is not None:
@@ -259,16 +264,23 @@ class Bench:
         monitor = Monitor(roots)
         profiler = Profiler(
             {k: v for k, v in roots.items() if k in ("gateway", "worker")},
-            self.log_dir, f"{stack.variant.slug}-{n}",
+            self.log_dir, f"{stack.variant.slug}-{name or n}",
         )  # fmt: skip
         monitor.start()
-        if args.profile:
+        if profile:
             profiler.start()
         try:
-            summary = self.client(stack, n, args.deltas, args.interval, args.timeout)
+            summary = self.client(stack, n, deltas, interval, timeout, join=join, name=name)
         finally:
             resources = monitor.stop()
-            profile = profiler.stop()
+            profiled = profiler.stop()
+        return summary, resources, profiled
+
+    def measure(self, stack: Stack, n: int) -> report.Row:
+        args = self.args
+        summary, resources, profile = self.observe(
+            stack, n, args.deltas, args.interval, args.timeout, profile=args.profile
+        )
         return {
             "profile": profile,
             **self._row_head(stack.variant, n),
@@ -415,34 +427,54 @@ def render(bench: Bench, info: dict[str, Any], command: str, seconds: float) -> 
     return markdown, raw
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def begin(prog: str, verbose: bool) -> str:
+    """What every benchmark command does first: logging, SIGTERM as an exit (so that every
+    process it started is stopped), the open-file limit; returns its command line."""
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s bench %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
     )
-    command = " ".join(["python -m bench.run", *(shlex.quote(a) for a in sys.argv[1:])])
     signal.signal(signal.SIGTERM, _on_sigterm)
     _raise_fd_limit()
-    bench = Bench(args)
+    return " ".join([prog, *(shlex.quote(a) for a in sys.argv[1:])])
+
+
+def measure_all(bench: Bench, work: Callable[[], None]) -> dict[str, Any] | None:
+    """The machine's facts, then ``work`` with the fake upstream up; every process and
+    Redis key of the run gone afterwards, whatever happens. None when Redis is down."""
     try:
         info = machine(bench.redis)
     except redis.RedisError as exc:
-        log.error("no Redis at %s: %s", args.redis_url, exc)
-        return 2
+        log.error("no Redis at %s: %s", bench.args.redis_url, exc)
+        return None
     bench.redis_pid = int(info.get("redis_pid") or 0)
     started = time.monotonic()
     try:
         bench.start_upstream()
-        for variant in variants(args):
-            bench.run_variant(variant)
+        work()
     finally:
         bench.procs.stop_all()
         with contextlib.suppress(redis.RedisError):
             bench.cleanup_redis()
     info["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    markdown, raw = render(bench, info, command, time.monotonic() - started)
+    info["seconds"] = time.monotonic() - started
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = begin("python -m bench.run", args.verbose)
+    bench = Bench(args)
+
+    def every_variant() -> None:
+        for variant in variants(args):
+            bench.run_variant(variant)
+
+    info = measure_all(bench, every_variant)
+    if info is None:
+        return 2
+    markdown, raw = render(bench, info, command, info["seconds"])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "latest.md").write_text(markdown)
     (args.out / "latest.json").write_text(json.dumps(raw, indent=2) + "\n")

@@ -28,8 +28,6 @@ import contextlib
 import json
 import logging
 import os
-import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -37,13 +35,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from bench import targets
-from bench.monitor import Monitor
 from bench.procs import BenchError
-from bench.profile import Profiler
-from bench.run import RESULTS, Bench, _on_sigterm, _raise_fd_limit, machine
+from bench.run import RESULTS, Bench, begin, measure_all
 from bench.systems import PEER, ROOT, Stack, Variant, start_stack
 
 log = logging.getLogger("bench")
@@ -109,25 +103,10 @@ class Suite(Bench):
         self, stack: Stack, n: int, deltas: int, interval: float, timeout: float, *,
         join: tuple[str, ...] = (), profile: bool = False, label: str | None = None,
     ) -> dict[str, Any]:  # fmt: skip
-        """One client run with the resources (and a profile) measured around it."""
-        self._upstream("/bench/reset", "POST")
-        roots = {"gateway": stack.gateway.pid, "upstream": self.upstream_pid}
-        if stack.worker is not None:
-            roots["worker"] = stack.worker.pid
-        if self.redis_pid:
-            roots["redis"] = self.redis_pid
-        monitor = Monitor(roots)
-        name = f"{stack.variant.slug}-{label or n}"
-        profiler = Profiler({k: roots[k] for k in ("gateway", "worker") if k in roots},
-                            self.log_dir, name)  # fmt: skip
-        monitor.start()
-        if profile:
-            profiler.start()
-        try:
-            summary = self.client(stack, n, deltas, interval, timeout, join=join, name=label)
-        finally:
-            resources = monitor.stop()
-            prof = profiler.stop()
+        """One client run, measured (``Bench.observe``), as a row of the report."""
+        summary, resources, prof = self.observe(
+            stack, n, deltas, interval, timeout, join=join, profile=profile, name=label
+        )
         row: dict[str, Any] = {
             "label": stack.variant.label, "system": stack.variant.system, "n": n,
             "deltas": deltas, "interval": interval, "client": summary,
@@ -313,24 +292,10 @@ class Suite(Bench):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s bench %(levelname)s %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    command = " ".join(["python -m bench.suite", *(shlex.quote(a) for a in sys.argv[1:])])
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    _raise_fd_limit()
+    command = begin("python -m bench.suite", args.verbose)
     suite = Suite(args)
-    try:
-        info = machine(suite.redis)
-    except redis.RedisError as exc:
-        log.error("no Redis at %s: %s", args.redis_url, exc)
-        return 2
-    suite.redis_pid = int(info.get("redis_pid") or 0)
-    started = time.monotonic()
-    try:
-        suite.start_upstream()
+
+    def every_scenario() -> None:
         for name in args.scenarios:
             log.info("=== scenario %s", name)
             try:
@@ -338,12 +303,11 @@ def main(argv: list[str] | None = None) -> int:
             except BenchError as exc:
                 log.error("scenario %s failed: %s", name, exc)
                 suite.results.setdefault("errors", {})[name] = str(exc)
-    finally:
-        suite.procs.stop_all()
-        with contextlib.suppress(redis.RedisError):
-            suite.cleanup_redis()
-    info["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    seconds = time.monotonic() - started
+
+    info = measure_all(suite, every_scenario)
+    if info is None:
+        return 2
+    seconds = info["seconds"]
     markdown = targets.render(suite.results, info, command, seconds)
     args.out.mkdir(parents=True, exist_ok=True)
     raw = {"command": command, "machine": info, "seconds": round(seconds, 1),
