@@ -13,6 +13,7 @@ docker's ``ulimits: nofile``, as docs/performance.md shows).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import resource
 
@@ -26,17 +27,15 @@ def raise_open_file_limit(streams: int, per_stream: int = 1) -> tuple[int, int]:
     (soft, hard) limits now in force."""
     needed = streams * per_stream + SPARE
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted_hard = hard if hard == resource.RLIM_INFINITY or hard >= needed else needed
-    for new_hard in (wanted_hard, hard):
-        new_soft = new_hard if new_hard != resource.RLIM_INFINITY else max(soft, needed)
-        if new_soft <= soft and new_hard == hard:
-            break
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, new_hard))
-        except (ValueError, OSError):
-            continue  # not allowed to raise the hard limit: try up to the hard one
-        log.info("open-file limit raised from %d to %d", soft, new_soft)
-        break
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        # only a process allowed to (CAP_SYS_RESOURCE) may raise the hard limit
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, needed))
+            hard = needed
+    target = max(soft, needed) if hard == resource.RLIM_INFINITY else hard
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        log.info("open-file limit raised from %d to %d", soft, target)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < needed:
         log.warning(
