@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast test-unit test-redis test-integration test-browser node-deps openai2 lint format clean vendor bench bench-matrix
+.PHONY: run test test-fast test-unit test-redis test-integration test-browser node-deps openai2 lint format clean vendor bench bench-matrix audit
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -81,6 +81,11 @@ bench: $(STAMP)
 MATRIX_ARGS ?= --deltas 100 --interval 0.1
 bench-matrix: $(STAMP)
 	$(PY) -m bench.run $(MATRIX_ARGS)
+
+# The pinned Python and Node dependencies against the public advisory databases (pip-audit,
+# npm audit): fails on a known vulnerability, says so when a database cannot be reached
+audit: $(STAMP)
+	$(PY) -m devtools.audit
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
