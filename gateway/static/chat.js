@@ -107,12 +107,18 @@ function restoreSettings() {
 const HTML_ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
 const escapeHtml = (text) => text.replace(/[&<>"']/g, (c) => HTML_ESCAPES[c]);
 
+// A Markdown image shows as a link to it, never as an <img>: loading it would send its URL,
+// which a prompt-injected model can fill with the conversation, to any origin without a
+// click. The CSP blocks such a load too; this keeps the first wall whole on its own.
 marked.use({
   gfm: true,
   breaks: true,
   renderer: {
     html({ text, block }) {
       return block ? `<p>${escapeHtml(text)}</p>` : escapeHtml(text);
+    },
+    image({ href, text }) {
+      return `<a href="${escapeHtml(href)}">${escapeHtml(text || href)}</a>`;
     },
   },
 });
