@@ -37,7 +37,19 @@ def redact_url(text: str) -> str:
 
 class RedactingLogger(Logger):
     """gunicorn's logger with secret query parameters redacted in every access atom that
-    can hold a URL: the request line (``%(r)s``), the query (``%(q)s``), the referer."""
+    can hold a URL: the request line (``%(r)s``), the query (``%(q)s``), the referer; and
+    in its error log's arguments, where gunicorn names the request it could not handle
+    (``Error handling request <method> <uri>``, the URI with its query string) or quotes a
+    request line it could not parse (``Invalid request from ip=…: …``)."""
+
+    def error(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        super().error(*_redacted((msg, *args)), **kwargs)
+
+    def warning(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        super().warning(*_redacted((msg, *args)), **kwargs)
+
+    def exception(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        super().exception(*_redacted((msg, *args)), **kwargs)
 
     def atoms(
         self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any
@@ -49,3 +61,7 @@ class RedactingLogger(Logger):
             if isinstance(atoms.get(key), str):
                 atoms[key] = redact_url(atoms[key])
         return atoms
+
+
+def _redacted(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(redact_url(a) if isinstance(a, str) and "?" in a else a for a in args)

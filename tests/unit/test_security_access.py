@@ -92,3 +92,25 @@ def test_the_verdict_of_compare_digest_is_final(
     with pytest.raises(Unauthorized):
         authenticate(app, access, KEY)
     assert seen == [(KEY, KEY)]
+
+
+def test_gunicorn_s_error_log_redacts_the_token_of_a_request_it_could_not_handle(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """gunicorn names the URI of a request whose handling raised, query string and all,
+    and quotes a request line it could not parse: neither may carry a working token."""
+    from gunicorn.config import Config
+
+    from gateway.access_log import RedactingLogger
+
+    logger = RedactingLogger(Config())
+    uri = "/v1/jobs/job_x/events?token=eyJqIjoiam9iX3gifQ.secret-signature&after=3"
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        logger.exception("Error handling request %s %s", "GET", uri)
+    logger.warning(f"Invalid request from ip=127.0.0.1: Invalid HTTP request line: 'GET {uri} X'")
+    err = capsys.readouterr().err
+    assert "Error handling request GET /v1/jobs/job_x/events?token=[redacted]&after=3" in err
+    assert "Invalid HTTP request line: 'GET /v1/jobs/job_x/events?token=[redacted]" in err
+    assert "secret-signature" not in err
