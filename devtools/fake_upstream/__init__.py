@@ -6,7 +6,9 @@ Standard library only, so it starts in milliseconds and cannot drift with a web 
 
 Endpoints: ``POST /v1/chat/completions`` (streaming and not), ``GET /v1/models``; anything
 else is a 404 in OpenAI's error shape. With an ``api_key`` every endpoint but the 404 needs
-``Authorization: Bearer <api_key>``, answered otherwise with OpenAI's 401 bodies.
+``Authorization: Bearer <api_key>`` (or one of ``extra_keys``), answered otherwise with
+OpenAI's 401 bodies, which quote the key sent masked as OpenAI does or, with
+``key_echo="full"``, whole as some OpenAI-compatible servers do.
 
 The reply is deterministic (see :func:`expected_reply`, :func:`expected_tool_calls`,
 :func:`expected_refusal`, :func:`expected_logprobs`) and deliberately contains

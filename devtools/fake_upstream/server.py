@@ -22,7 +22,7 @@ import string
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -39,6 +39,7 @@ from devtools.fake_upstream.replies import (
 from devtools.fake_upstream.scenarios import REFUSALS, SCENARIOS, Disruptions, parse_model
 from devtools.fake_upstream.wire import (
     FRAMINGS,
+    KEY_ECHOES,
     _ClientGone,
     _compact,
     _error_body,
@@ -452,8 +453,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_body(200, _compact(obj).encode("utf-8"), "application/json")
 
     def _authorized(self) -> bool:
-        expected = self.server.upstream.api_key
-        if expected is None or self.bearer_key() == expected:
+        upstream = self.server.upstream
+        key = self.bearer_key()
+        if upstream.api_key is None or key == upstream.api_key or key in upstream.extra_keys:
             return True
         _unauthorized(self)
         return False
@@ -506,11 +508,22 @@ class FakeUpstream:
         api_key: str | None = None,
         default_delay: float | None = None,
         demo: bool = False,
+        extra_keys: Iterable[str] = (),
+        key_echo: str = "masked",
     ) -> None:
-        """`default_delay` None means 0, or DEMO_DELAY in demo mode so humans see typing."""
+        """`default_delay` None means 0, or DEMO_DELAY in demo mode so humans see typing.
+
+        `extra_keys`: keys accepted besides `api_key` (a user's own key beside the
+        server's, as a real provider accepts every valid key of its accounts). `key_echo`:
+        how a 401 quotes the key it was sent (``wire.KEY_ECHOES``: ``masked`` as OpenAI,
+        ``full`` as servers that echo the whole key)."""
+        if key_echo not in KEY_ECHOES:
+            raise ValueError(f"key_echo must be one of {', '.join(KEY_ECHOES)}")
         self.host = host
         self.port = port
         self.api_key = api_key
+        self.extra_keys = frozenset(extra_keys)
+        self.key_echo = key_echo
         self.demo = demo
         if default_delay is None:
             default_delay = DEMO_DELAY if demo else 0.0

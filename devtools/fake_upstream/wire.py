@@ -401,6 +401,17 @@ def _mask_key(key: str) -> str:
     return key if len(key) <= 8 else f"{key[:5]}***{key[-2:]}"
 
 
+KEY_ECHOES = ("masked", "full")
+"""How a 401 quotes the key it was sent: ``masked`` as OpenAI does (``_mask_key``), ``full``
+as some OpenAI-compatible servers and proxies do, the whole key in the error message (so
+tests can prove a client of such a server does not pass the key on)."""
+
+
+def _echoed_key(handler: _Handler, key: str) -> str:
+    """The key as this server's 401 quotes it (``FakeUpstream.key_echo``)."""
+    return key if handler.server.upstream.key_echo == "full" else _mask_key(key)
+
+
 def _unauthorized(handler: _Handler) -> None:
     """OpenAI's 401: a missing key and a wrong key get different messages and codes."""
     key = handler.bearer_key()
@@ -415,8 +426,8 @@ def _unauthorized(handler: _Handler) -> None:
         body = _error_body(message, "invalid_request_error")
     else:
         message = (
-            f"Incorrect API key provided: {_mask_key(key)}. You can find your API key at "
-            "https://platform.openai.com/account/api-keys."
+            f"Incorrect API key provided: {_echoed_key(handler, key)}. You can find your API "
+            "key at https://platform.openai.com/account/api-keys."
         )
         body = _error_body(message, "invalid_request_error", None, "invalid_api_key")
     handler.send_json_error(401, body)

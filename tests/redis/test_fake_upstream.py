@@ -326,6 +326,25 @@ def test_api_key_required_and_masked() -> None:
         assert ok.status_code == 200 and ok.json()["object"] == "chat.completion"
 
 
+def test_extra_keys_are_accepted_and_key_echo_full_quotes_the_whole_key() -> None:
+    """A user's own key beside the server's; a 401 that quotes the key whole, as servers
+    other than OpenAI do (the default stays OpenAI's masked quote)."""
+    with FakeUpstream(
+        api_key="sk-right-key-123", extra_keys={"sk-user-key-456"}, key_echo="full"
+    ) as up:
+        url = f"{up.base_url}/chat/completions"
+        body = {"model": "openai;words=1", "messages": HELLO}
+        extra = requests.post(url, json=body, headers={"Authorization": "Bearer sk-user-key-456"})
+        assert extra.status_code == 200
+        wrong = requests.get(
+            f"{up.base_url}/models", headers={"Authorization": "Bearer sk-wrong-9"}
+        )
+        assert wrong.status_code == 401
+        assert "Incorrect API key provided: sk-wrong-9." in wrong.json()["error"]["message"]
+    with pytest.raises(ValueError, match="key_echo"):
+        FakeUpstream(key_echo="half")
+
+
 def test_http_401_scenario(upstream: FakeUpstream) -> None:
     _, response = chat(upstream, "http-401", headers={"Authorization": "Bearer sk-abcdefghxyz"})
     assert response.status_code == 401
