@@ -192,6 +192,7 @@ class JobRun:
         upstream = self.runner.upstream
         yield_to_running_streams()
         api_key = upstream.api_key_for(self.job.sealed_upstream_key)
+        self.reader.keys = (api_key,)  # an in-stream error quoting it gets it redacted
         response = upstream.open_stream(self.job.request, api_key)
         self.upstream_request_id = response.headers.get("x-request-id")
         watcher.attach(response)

@@ -184,10 +184,13 @@ class Upstream:
                 del body["stream_options"]
                 response = self._post(base, body, api_key)
             else:
-                raise error_from_response(400, error_body, response.headers)
+                raise error_from_response(400, error_body, response.headers, keys=(api_key,))
         if response.status_code != 200:
             raise error_from_response(
-                response.status_code, _read_error_body(response), response.headers
+                response.status_code,
+                _read_error_body(response),
+                response.headers,
+                keys=(api_key,),
             )
         return response
 
@@ -287,6 +290,8 @@ class ChunkReader:
 
     def __init__(self, n: int = 1) -> None:
         self.n = n
+        # the key the request presented: redacted from in-stream error messages
+        self.keys: tuple[str | None, ...] = ()
         self.finish_reasons: dict[int, str] = {}
         self.usage: dict[str, int] | None = None
         self.contents: dict[int, list[str]] = {}
@@ -305,7 +310,7 @@ class ChunkReader:
             except ValueError:
                 raise UpstreamProtocolError("the upstream sent a chunk that is not JSON") from None
             if sse.event == "error":
-                raise error_from_payload(payload)
+                raise error_from_payload(payload, keys=self.keys)
             events.extend(self.consume(payload))
         return coalesce(events), False
 
@@ -314,7 +319,7 @@ class ChunkReader:
         if not isinstance(payload, dict):
             return []
         if payload.get("error"):
-            raise error_from_payload(payload)
+            raise error_from_payload(payload, keys=self.keys)
         usage = payload.get("usage")
         if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
             self.usage = {

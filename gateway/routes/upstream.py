@@ -1,7 +1,8 @@
 """Asking the upstream directly: its model list, and whether a key is valid.
 
 A key sent here (``X-Upstream-Api-Key`` or the verify body) is used for this one request
-to the upstream and is never stored or logged.
+to the upstream and is never stored or logged; an upstream error that quotes it has it
+redacted (``sluice.upstream_errors.redact_keys``).
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ def _get_models(base_url: str, api_key: str | None, timeout: float) -> requests.
 def _fetch(base_url: str, api_key: str | None, timeout: float) -> list[dict[str, Any]]:
     response = _get_models(base_url, api_key, timeout)
     if response.status_code != 200:
-        raise error_from_response(response.status_code, response.content, response.headers)
+        raise error_from_response(
+            response.status_code, response.content, response.headers, keys=(api_key,)
+        )
     data = response.json().get("data", [])
     return [m for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
 
@@ -76,4 +79,6 @@ def verify_key() -> Response:
         return jsonify({"valid": True})
     if response.status_code in (401, 403):
         return jsonify({"valid": False})
-    raise error_from_response(response.status_code, response.content, response.headers)
+    raise error_from_response(
+        response.status_code, response.content, response.headers, keys=(api_key,)
+    )
