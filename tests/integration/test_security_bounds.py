@@ -110,12 +110,14 @@ def gateways(module_settings: Settings, process_logs: ProcessLogs) -> Iterator[G
             list(pool.map(RestartableGateway.start, gateways.values()))
             worker = started.result()
         yield Gateways(**{name: gateway.url for name, gateway in gateways.items()})
-    finally:
-        for gateway in gateways.values():
-            gateway.stop()
-        if worker is not None and worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(15)
+    finally:  # all stopped together: each takes seconds to shut down
+        processes = [g.process for g in gateways.values()] + [worker]
+        running = [p for p in processes if p is not None and p.poll() is None]
+        for process in running:
+            os.killpg(process.pid, signal.SIGTERM)
+        for process in running:
+            with contextlib.suppress(Exception):
+                process.wait(15)
 
 
 @pytest.fixture(scope="module")
