@@ -20,6 +20,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from gateway.limits import install_rate_limits
     from gateway.routes import BLUEPRINTS
     from gateway.services import Services
+    from gateway.stream_quota import install as install_stream_quota
 
     configure_logging()
     settings = settings or Settings.from_env()
@@ -30,6 +31,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["sluice"] = services
     app.before_request(services.access.authenticate)
     register_error_handlers(app)
+    install_stream_quota(app)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
     install_rate_limits(app, settings)

@@ -12,6 +12,7 @@ the caller to be is decided in ``gateway.access``; ``owner()`` reads the answer.
 
 from __future__ import annotations
 
+import binascii
 import json
 from collections.abc import Callable, Collection
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
@@ -114,11 +115,26 @@ class ImageURL(_Strict):
     @classmethod
     def _image_url(cls, value: str) -> str:
         # OpenAI takes a public URL or a base64 data URL; the gateway never fetches it
+        # (nor does the worker: the URL goes to the upstream as given)
         if value.startswith(("http://", "https://")):
             return value
         if value.startswith("data:image/") and ";base64," in value[:100]:
+            if not _is_base64(value.partition(";base64,")[2]):
+                raise ValueError("the data URL's data is not valid base64")
             return value
         raise ValueError("must be an http(s) URL or a base64 data URL (data:image/…;base64,…)")
+
+
+def _is_base64(data: str) -> bool:
+    """Whether ``data`` is standard, padded, non-empty base64 (what a data URL carries).
+
+    Checked here so that a broken image is a 400 naming its field at once, rather than a
+    job queued only for the upstream to refuse it. Its size needs no bound of its own:
+    the body's (``SLUICE_MAX_BODY_BYTES``) bounds it, and this check reads it once, in C."""
+    try:
+        return bool(data) and bool(binascii.a2b_base64(data, strict_mode=True))
+    except (binascii.Error, ValueError):
+        return False
 
 
 class ImagePart(_Strict):

@@ -15,7 +15,9 @@ from redis.retry import Retry
 from gateway.access import AccessControl
 from gateway.feed import JobFeed, Subscribe
 from gateway.hub import Hub
+from gateway.limits import client_key
 from gateway.shard_hub import ShardedHub
+from gateway.stream_quota import StreamQuota, reserve
 from gateway.submit import QueueGauge, SubmissionGate
 from sluice.broker import Broker, make_broker
 from sluice.keyvault import KeyVault, vault_for
@@ -37,6 +39,7 @@ class Services:
     hub: Hub
     submissions: SubmissionGate
     subscribe: Subscribe  # how a feed subscribes to its job's channel: through the hub
+    streams: StreamQuota  # open streams per client on this process
     queue_gauge: QueueGauge = field(init=False)  # the broker's queue depth, for admission
 
     def __post_init__(self) -> None:
@@ -59,7 +62,16 @@ class Services:
         gate = SubmissionGate(settings.submit_concurrency)
         celery = make_celery(settings)
         broker = make_broker(settings, client)
-        return cls(settings, client, store, celery, broker, vault, access, hub, gate, hub.subscribe)
+        streams = StreamQuota(settings.max_streams_per_client)
+        return cls(
+            settings, client, store, celery, broker, vault, access, hub, gate, hub.subscribe,
+            streams,
+        )  # fmt: skip
+
+    def reserve_stream(self) -> None:
+        """Claim this request's place among its client's open streams (429 past
+        ``SLUICE_MAX_STREAMS_PER_CLIENT``), before its job or its feed exists."""
+        reserve(self.streams, client_key())
 
     def feed(self, job_id: str, after: int) -> JobFeed:
         heartbeat = self.settings.heartbeat_interval

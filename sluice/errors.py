@@ -23,6 +23,7 @@ route answers with it). Nothing else builds an error body by hand.
     │       └── OutOfSequence        out_of_sequence            409
     ├── JobCancelled                 cancelled                  409
     ├── RateLimited                  rate_limited               429
+    │   └── TooManyStreams           too_many_streams           429  (Retry-After)
     ├── StreamReset                  stream_reset               502
     ├── StreamInterrupted            stream_interrupted         502
     ├── ServiceUnavailable           service_unavailable        503  (Retry-After)
@@ -198,6 +199,17 @@ class RateLimited(SluiceError):
 
     type = "rate_limited"
     status = 429
+
+
+class TooManyStreams(RateLimited):
+    """The client holds ``SLUICE_MAX_STREAMS_PER_CLIENT`` open streams on this gateway
+    process already (``gateway.stream_quota``); retry after ``retry_after`` seconds."""
+
+    type = "too_many_streams"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class StreamReset(SluiceError):

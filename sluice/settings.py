@@ -418,6 +418,16 @@ class Settings:
         GATEWAY,
         "reverse proxies in front of the gateway whose `X-Forwarded-*` headers are trusted",
     )
+    max_streams_per_client: int = API.setting(
+        "SLUICE_MAX_STREAMS_PER_CLIENT",
+        1000,
+        "count",
+        GATEWAY,
+        "event streams one client (access key, else address, as for `SLUICE_RATE_LIMIT`) "
+        "may hold open on one gateway process; one more gets a `429` with `Retry-After` "
+        "(before any job starts). Counted per process: behind N processes a client can hold "
+        "N times as many. `0`: no limit",
+    )
     max_queued: int = JOBS.setting(
         "SLUICE_MAX_QUEUED",
         1000,

@@ -85,6 +85,7 @@ def chat() -> Response:
     last = ui.messages[-1]
     if last.role == "assistant" and last.id:
         meta["message_id"] = last.id  # the answer continues that message
+    svc.reserve_stream()  # before the job: a client at its stream limit starts none
     submission = submit(svc, params, follow=True, conversation=ui.id, meta=meta)
     assert submission.feed is not None
     return _stream(submission.job, submission.feed)
@@ -100,6 +101,7 @@ def resume(chat_id: str) -> Response:
         # the log expired or lost its tail: say so in the stream's own terms, at once
         body = UIMessageStream(answer_id(job)).lost()
         return Response(body, mimetype="text/event-stream", headers={**SSE_HEADERS, **HEADERS})
+    svc.reserve_stream()
     return _stream(job, svc.feed(job.id, 0))
 
 

@@ -42,6 +42,8 @@ use_openai_errors(bp)
 def chat_completions() -> Response:
     svc = services()
     params = request.chat_parameters(ChatCompletionRequest, svc.settings.vendor_parameters)
+    if params.stream:
+        svc.reserve_stream()  # before the job: a client at its stream limit starts none
     submission = submit(svc, params, follow=True)
     job, feed = submission.job, submission.feed
     assert feed is not None

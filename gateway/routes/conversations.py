@@ -79,6 +79,7 @@ def conversation_events(conversation_id: str) -> Response:
     lead: list[tuple[int, str]] = []
     if snapshot_wanted:  # (a cursor of an earlier job of the conversation counts as none)
         lead, after = snapshots.opening(svc.store, job, after)
+    svc.reserve_stream()
     feed = svc.feed(job.id, after)
     return stream_response(frames.frames(chain(lead, feed)), feed, {"X-Sluice-Job-Id": job.id})
 

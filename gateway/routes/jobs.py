@@ -82,6 +82,7 @@ def _create_and_stream(svc: Services, params: JobRequest) -> Response:
     OpenAI's background mode with streaming). The stream subscribes before the job is
     queued, so no event has to be fetched again from the log; a client that loses it
     resumes from the ``X-Sluice-Events-Url`` header with ``Last-Event-ID``."""
+    svc.reserve_stream()  # before the job: a client at its stream limit starts none
     submission = submit(svc, params, follow=True, conversation=params.conversation_id)
     job, feed = submission.job, submission.feed
     assert feed is not None
@@ -142,6 +143,7 @@ def job_events(job_id: str) -> Response:
     lead: list[tuple[int, str]] = []
     if snapshot_wanted:
         lead, after = snapshots.opening(svc.store, job, after)
+    svc.reserve_stream()
     feed = svc.feed(job.id, after)
     frames = SluiceFrames(job.id, svc.settings.sse_retry_ms).frames(chain(lead, feed))
     return stream_response(frames, feed)

@@ -79,6 +79,8 @@ class ResponseNotFound(NotFound):
 def create_response() -> Response:
     svc = services()
     req = ResponsesRequest.model_validate(request.json_object())
+    if req.stream:
+        svc.reserve_stream()  # before the job: a client at its stream limit starts none
     history: list[dict[str, Any]] = []
     if req.previous_response_id is not None:
         history = _history_after(svc, req.previous_response_id)
@@ -213,6 +215,7 @@ def get_response(response_id: str) -> Response:
             mimetype="text/event-stream",
             headers=SSE_HEADERS,
         )
+    svc.reserve_stream()
     feed = svc.feed(job.id, 0)
     frames = ResponsesEvents(job, starting_after=after).frames(feed)
     return stream_response(frames, feed, {"X-Sluice-Job-Id": job.id})

@@ -22,6 +22,7 @@ from typing import Protocol
 
 from flask import Response
 
+from gateway import stream_quota
 from gateway.feed import Item, JobFeed
 from sluice.metrics import ACTIVE_STREAMS
 
@@ -44,9 +45,11 @@ def stream_response(
 ) -> Response:
     """A ``text/event-stream`` response of ``frames``, counted in
     ``sluice_active_streams`` while it lasts. The server closes the body even if it never
-    started it (a client gone before the first byte): the feed's subscription goes too."""
+    started it (a client gone before the first byte): the feed's subscription goes too,
+    and the request's place among its client's open streams (``gateway.stream_quota``),
+    if its route reserved one."""
     return Response(
-        _Body(frames, feed),
+        _Body(frames, feed, stream_quota.take()),
         mimetype="text/event-stream",
         headers={**SSE_HEADERS, **(headers or {})},
         direct_passthrough=True,
@@ -56,11 +59,16 @@ def stream_response(
 class _Body:
     """The response body: the server iterates the generator itself (no wrapper called
     for every frame), and ``close`` (which the server calls even when the body never
-    started) ends it and the feed's subscription."""
+    started) ends it, the feed's subscription and the stream's place in its client's
+    quota. A client that disconnects mid-stream is noticed on the server's next write
+    (the next event, or a heartbeat at the latest), which fails and closes the body."""
 
-    def __init__(self, frames: Iterator[bytes], feed: JobFeed) -> None:
+    def __init__(
+        self, frames: Iterator[bytes], feed: JobFeed, place: stream_quota.Place | None
+    ) -> None:
         self._frames = _joined(frames, feed)
         self._feed = feed
+        self._place = place
 
     def __iter__(self) -> Iterator[bytes]:
         return self._frames
@@ -69,7 +77,11 @@ class _Body:
         try:
             self._frames.close()
         finally:
-            self._feed.close()
+            try:
+                self._feed.close()
+            finally:
+                if self._place is not None:
+                    self._place.release()
 
 
 def _joined(frames: Iterator[bytes], feed: JobFeed) -> Generator[bytes, None, None]:
