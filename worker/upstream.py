@@ -201,8 +201,12 @@ class Upstream:
         timeout = (self.settings.upstream_connect_timeout, self.settings.upstream_read_timeout)
         try:
             return self.session.post(
-                f"{base}/chat/completions", json=body, headers=headers, stream=True, timeout=timeout
-            )
+                f"{base}/chat/completions", json=body, headers=headers, stream=True,
+                timeout=timeout,
+                # the configured upstream only: a redirect (from a proxy in front of it, or
+                # a compromised one) is an error, not a second request somewhere else
+                allow_redirects=False,
+            )  # fmt: skip
         except requests.ConnectTimeout as exc:
             error = UpstreamTimeout(f"could not connect to the upstream in time ({_why(exc)})")
             error.retryable = True

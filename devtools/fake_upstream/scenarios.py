@@ -99,6 +99,8 @@ Scenarios and the real behaviour each reproduces:
     OpenAI's error responses for those statuses (context length, invalid key, unsupported
     region, unknown model, rate limit with Retry-After and x-ratelimit-* headers, server
     error, engine overloaded).
+``redirect``
+    A ``307 Temporary Redirect`` to ``to`` (default a closed port on 127.0.0.1).
 ``http-429-then-ok`` ``http-500-then-ok`` ``http-503-then-ok``
     Transient failures: the first ``failures`` requests with that exact model string get the
     error, later ones stream normally (counted per server instance).
@@ -325,6 +327,13 @@ def _tools(call: _Call) -> None:
     _respond(call)
 
 
+def _redirect(call: _Call) -> None:
+    """A 307 to ``to`` (a proxy or load balancer in front of a provider can answer so): a
+    client that follows it sends the request, body and all, somewhere else."""
+    target = call.params.get("to", "http://127.0.0.1:9/v1/chat/completions")
+    call.handler.send_body(307, b"", "text/plain", {"Location": target})
+
+
 def _http_400(call: _Call) -> None:
     """OpenAI's context_length_exceeded 400."""
     message = (
@@ -421,6 +430,7 @@ SCENARIOS: dict[str, Callable[[_Call], None]] = {
     "error-event": _error_event,
     "stall": _stall,
     "silent": _silent,
+    "redirect": _redirect,
     "http-400": _http_400,
     "http-401": _http_401,
     "http-403": _http_403,

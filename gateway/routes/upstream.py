@@ -31,7 +31,10 @@ _lock = threading.Lock()
 def _get_models(base_url: str, api_key: str | None, timeout: float) -> requests.Response:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        return requests.get(f"{base_url}/models", headers=headers, timeout=timeout)
+        # a redirect is the upstream's error, never followed (the configured upstream only)
+        return requests.get(
+            f"{base_url}/models", headers=headers, timeout=timeout, allow_redirects=False
+        )
     except requests.RequestException as exc:
         raise UpstreamError(f"the upstream is unreachable ({type(exc).__name__})") from None
 

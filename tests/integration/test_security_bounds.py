@@ -673,3 +673,21 @@ def test_key_verification_and_model_listing_ask_only_the_configured_upstream(
     assert paths.count("/v1/models") == 2, paths
     time.sleep(0.3)
     assert canary.hits == []
+
+
+def test_an_upstream_redirect_is_an_error_never_followed(
+    proxied: httpx.Client, canary: Canary, upstream: FakeUpstream
+) -> None:
+    """What the configured upstream answers cannot send the worker elsewhere either: a
+    307 (a proxy in front of the provider, or a compromised one) would have ``requests``
+    repeat the request, body and all, at its ``Location``. Here it fails the job."""
+    target = f"{canary.url}/v1/chat/completions"
+    job = proxied.post(
+        "/v1/jobs",
+        json={"model": f"redirect;to={target}", "messages": [{"role": "user", "content": "x"}]},
+    ).json()
+    events = read_stream(proxied, job["events_url"])
+    assert events[-1].event == "error", [e.event for e in events]
+    assert events[-1].data["error"]["status"] == 307
+    time.sleep(0.3)
+    assert canary.hits == []
