@@ -1,8 +1,10 @@
 """``make audit``: the pinned dependencies against the public advisory databases.
 
 Python: ``pip-audit`` on requirements.txt and requirements-dev.txt (every pin, ``--no-deps``:
-the files pin the whole tree). Node: ``npm audit`` in each folder with a package-lock.json
-(``web/``, the Node client tests' packages; ``bench/peer/``, the benchmark's peer).
+the files pin the whole tree); where it could not look a pin up, PyPI's project JSON
+decides for a pin that is the newest release (``read_pypi_project``). Node: ``npm audit``
+in each folder with a package-lock.json (``web/``, the Node client tests' packages;
+``bench/peer/``, the benchmark's peer).
 
 Both tools can look clean when they checked nothing: pip-audit prints "No known
 vulnerabilities found" and exits 0 when it could not look up a single package (a
@@ -24,6 +26,8 @@ import json
 import shutil
 import subprocess
 import sys
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,7 +111,60 @@ def audit_python() -> Verdict:
     report = _run_json(cmd, ROOT)
     if isinstance(report, str):
         return Verdict("python (pip-audit)", unchecked=[report])
-    return read_pip_audit("python (pip-audit)", report)
+    verdict = read_pip_audit("python (pip-audit)", report)
+    skipped = {str(d.get("name")).lower() for d in report.get("dependencies", [])
+               if d.get("skip_reason")}  # fmt: skip
+    if skipped:
+        _ask_pypi_projects(verdict, {n: v for n, v in pins().items() if n in skipped})
+    return verdict
+
+
+def pins() -> dict[str, str]:
+    """``name==version`` of every pin in the requirements files, names lowercased."""
+    found: dict[str, str] = {}
+    for file in REQUIREMENTS:
+        for line in (ROOT / file).read_text().splitlines():
+            name, sep, version = line.split("#")[0].strip().partition("==")
+            if sep and name and not name.startswith("-"):
+                found[name.split("[")[0].strip().lower()] = version.strip()
+    return found
+
+
+def read_pypi_project(name: str, version: str, project: dict[str, Any]) -> list[str] | None:
+    """What PyPI's project JSON (``/pypi/<name>/json``) says of the pinned release: its
+    ``vulnerabilities`` (the same OSV data pip-audit asks for) describe the *newest*
+    release only, so they decide only for a pin that is the newest; None otherwise."""
+    if project.get("info", {}).get("version") != version:
+        return None
+    return [
+        f"{name}=={version}: {v.get('id')} (fixed in "
+        f"{', '.join(v.get('fixed_in') or []) or 'no fixed release'})"
+        for v in project.get("vulnerabilities") or []
+    ]
+
+
+def _ask_pypi_projects(verdict: Verdict, skipped: dict[str, str]) -> None:
+    """Where pip-audit could not look a pin up (a mirror that serves PyPI's project pages
+    but not its per-release JSON), PyPI's project JSON decides for pins that are the newest
+    release; the rest stay unchecked."""
+
+    def ask(item: tuple[str, str]) -> tuple[str, str, list[str] | None]:
+        name, version = item
+        try:
+            url = f"https://pypi.org/pypi/{name}/json"
+            with urllib.request.urlopen(url, timeout=15) as response:
+                return name, version, read_pypi_project(name, version, json.load(response))
+        except (OSError, ValueError):
+            return name, version, None
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(ask, sorted(skipped.items())))
+    decided = {name for name, _, found in answers if found is not None}
+    for _, _, found in answers:
+        if found is not None:
+            verdict.checked += 1
+            verdict.findings += found
+    verdict.unchecked = [u for u in verdict.unchecked if u.split(":")[0].lower() not in decided]
 
 
 def audit_node(folder: str) -> Verdict:

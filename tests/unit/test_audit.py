@@ -3,7 +3,13 @@ apart: both tools report "nothing found" when they could not look anything up.""
 
 from __future__ import annotations
 
-from devtools.audit import Verdict, exit_code, read_npm_audit, read_pip_audit
+from devtools.audit import (
+    Verdict,
+    exit_code,
+    read_npm_audit,
+    read_pip_audit,
+    read_pypi_project,
+)
 
 PIP_VULNERABLE = {
     "dependencies": [
@@ -68,3 +74,17 @@ def test_a_vulnerable_node_package_fails_the_audit_and_a_clean_one_passes() -> N
     assert clean.conclusive and clean.checked == 9
     assert exit_code([clean, vulnerable], strict=False) == 1
     assert exit_code([clean, Verdict("python", checked=3)], strict=True) == 0
+
+
+def test_pypi_s_project_json_decides_only_for_a_pin_that_is_the_newest_release() -> None:
+    """Its ``vulnerabilities`` describe the newest release: for an older pin they say
+    nothing (a fixed vulnerability would be missing), so that pin stays unchecked."""
+    project = {
+        "info": {"version": "2.0.1"},
+        "vulnerabilities": [{"id": "PYSEC-2026-1", "fixed_in": ["2.0.2"]}],
+    }
+    assert read_pypi_project("pkg", "2.0.1", project) == [
+        "pkg==2.0.1: PYSEC-2026-1 (fixed in 2.0.2)"
+    ]
+    assert read_pypi_project("pkg", "2.0.1", {**project, "vulnerabilities": []}) == []
+    assert read_pypi_project("pkg", "1.9.0", project) is None
