@@ -423,7 +423,8 @@ class Settings:
         1000,
         "count",
         GATEWAY,
-        "event streams one client (access key, else address, as for `SLUICE_RATE_LIMIT`) "
+        "event streams (and answers waited for: non-streamed chat completions, foreground "
+        "Responses) one client (access key, else address, as for `SLUICE_RATE_LIMIT`) "
         "may hold open on one gateway process; one more gets a `429` with `Retry-After` "
         "(before any job starts). Counted per process: behind N processes a client can hold "
         "N times as many. `0`: no limit",

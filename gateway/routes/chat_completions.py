@@ -42,8 +42,9 @@ use_openai_errors(bp)
 def chat_completions() -> Response:
     svc = services()
     params = request.chat_parameters(ChatCompletionRequest, svc.settings.vendor_parameters)
-    if params.stream:
-        svc.reserve_stream()  # before the job: a client at its stream limit starts none
+    # before the job: a client at its stream limit starts none (a non-streamed answer
+    # holds its connection for the job's length as well)
+    svc.reserve_stream()
     submission = submit(svc, params, follow=True)
     job, feed = submission.job, submission.feed
     assert feed is not None

@@ -79,7 +79,7 @@ class ResponseNotFound(NotFound):
 def create_response() -> Response:
     svc = services()
     req = ResponsesRequest.model_validate(request.json_object())
-    if req.stream:
+    if req.stream or not req.background:  # a foreground answer holds its connection too
         svc.reserve_stream()  # before the job: a client at its stream limit starts none
     history: list[dict[str, Any]] = []
     if req.previous_response_id is not None:

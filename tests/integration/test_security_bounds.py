@@ -237,13 +237,17 @@ def ui_body(chat: str) -> dict[str, Any]:
 
 
 def refusals(jobs: LongJobs) -> list[tuple[str, str, Any]]:
-    """Every streaming route, as (method, path, JSON body): one more stream each."""
+    """Every streaming route, and every route that waits for a job's answer, as (method,
+    path, JSON body): one more stream each."""
     prompt = [{"role": "user", "content": f"never started {secrets.token_hex(4)}"}]
     return [
         ("GET", f"/v1/jobs/{jobs.job_id}/events", None),
         ("POST", "/v1/jobs", {"model": LONG, "messages": prompt, "stream": True}),
         ("POST", "/v1/chat/completions", {"model": LONG, "messages": prompt, "stream": True}),
+        # the answers a client waits for hold a connection as long: counted alike
+        ("POST", "/v1/chat/completions", {"model": LONG, "messages": prompt}),
         ("POST", "/v1/responses", {"model": LONG, "input": "never started", "stream": True}),
+        ("POST", "/v1/responses", {"model": LONG, "input": "never started"}),
         ("GET", f"/v1/responses/{jobs.response_id}?stream=true", None),
         ("POST", "/api/chat", ui_body(f"bounds-chat-{secrets.token_hex(3)}")),
         ("GET", f"/api/chat/{jobs.conversation}/stream", None),
