@@ -4,6 +4,7 @@ gateway process of its own that a test may kill and restart on the same port
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -40,13 +41,23 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
-@pytest.fixture
-def page(browser: Browser, browser_gateway: RestartableGateway) -> Iterator[Page]:
+@contextlib.contextmanager
+def open_page(browser: Browser, url: str, init_script: str | None = None) -> Iterator[Page]:
+    """The page at ``url`` in a fresh context (``init_script`` run before the page's
+    own); an uncaught error in the page fails the test that used it."""
     context = browser.new_context(viewport={"width": 1280, "height": 800})
+    if init_script is not None:
+        context.add_init_script(init_script)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(browser_gateway.url + "/")
+    page.goto(url)
     yield page
     context.close()
     assert not errors, f"uncaught errors in the page: {errors}"
+
+
+@pytest.fixture
+def page(browser: Browser, browser_gateway: RestartableGateway) -> Iterator[Page]:
+    with open_page(browser, browser_gateway.url + "/") as page:
+        yield page

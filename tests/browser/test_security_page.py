@@ -28,6 +28,7 @@ from playwright.sync_api import Browser, Page
 
 from tests.helpers.stack import RestartableGateway as Gateway
 
+from .conftest import open_page
 from .test_chat_page import LAST_ANSWER, send, set_model, stored_conversation, wait_status
 
 pytestmark = pytest.mark.integration
@@ -99,15 +100,8 @@ def watched_page(browser: Browser, browser_gateway: Gateway, canary: Canary) -> 
     script on; the canary's log is emptied first so each test sees only its own leaks."""
     assert canary.origin != browser_gateway.url  # another port: another origin
     canary.requests.clear()
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    context.add_init_script(RECORD_VIOLATIONS)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(browser_gateway.url + "/")
-    yield page
-    context.close()
-    assert not errors, f"uncaught errors in the page: {errors}"
+    with open_page(browser, browser_gateway.url + "/", RECORD_VIOLATIONS) as page:
+        yield page
 
 
 def csp_directives(gateway: Gateway) -> dict[str, list[str]]:

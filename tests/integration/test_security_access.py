@@ -12,10 +12,7 @@ route the app has, derived from its ``url_map`` so that a route added later is c
 from __future__ import annotations
 
 import http.client
-import os
 import secrets
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -31,7 +28,14 @@ from werkzeug.routing import Rule
 from gateway import create_app
 from gateway.access import PUBLIC_PREFIXES, TOKEN_ROUTES, owner_id
 from sluice.settings import Settings
-from tests.helpers.stack import LoggedProcess, ProcessLogs, stack_env, start_worker, wait_ready
+from tests.helpers.stack import (
+    LoggedProcess,
+    ProcessLogs,
+    stack_env,
+    start_worker,
+    stop_processes,
+    wait_ready,
+)
 from tests.helpers.support import ROOT, free_port, wait_until
 
 pytestmark = pytest.mark.integration
@@ -112,14 +116,7 @@ def guarded(settings: Settings, process_logs: ProcessLogs) -> Iterator[Guarded]:
         [worker, *(p for p, _url in gateways.values())],
     )
     yield stack
-    for process in stack.processes:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-    for process in stack.processes:
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+    stop_processes(stack.processes)
 
 
 @pytest.fixture(scope="module")
