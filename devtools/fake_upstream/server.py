@@ -96,7 +96,7 @@ class RecordedRequest:
     tool_calls_sent: dict[int, list[dict]] = field(default_factory=dict)
     pieces_sent: int = 0
     status: int = 0
-    finished: bool = False
+    finished: bool = False  # the whole answer went out: its [DONE], or the body's end without
 
     def wrote(self, chunk: dict) -> None:
         for choice in chunk.get("choices") or ():

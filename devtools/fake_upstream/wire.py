@@ -329,6 +329,11 @@ def _respond(
                 call.record.wrote(chunk)
         if done and not call.upstream.disruptions.omitting_done():
             sse.send("[DONE]")
+            # the answer is whole once [DONE] is out (a client ends the job on it): what
+            # follows only ends the body, and a client that has hung up by then (its
+            # connection closed while this thread waited its turn) leaves it unwritten
+            if call.record is not None:
+                call.record.finished = True
         sse.end()
         if call.record is not None:
             call.record.finished = True
